@@ -1,0 +1,5 @@
+import sys
+
+from cht.cli import main
+
+sys.exit(main())

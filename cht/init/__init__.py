@@ -1,0 +1,14 @@
+"""Initial topologies (which links exist) and initial weights (their values)."""
+
+from cht.init.topology import TOPOLOGY_INITS, erdos_renyi_mask, init_topology, register_topology_init
+from cht.init.weights import WEIGHT_INITS, init_weights, register_weight_init
+
+__all__ = [
+    "TOPOLOGY_INITS",
+    "WEIGHT_INITS",
+    "erdos_renyi_mask",
+    "init_topology",
+    "init_weights",
+    "register_topology_init",
+    "register_weight_init",
+]

@@ -1,0 +1,66 @@
+"""Initial sparse topologies with an exact number of links.
+
+A topology initialiser maps ``(n_in, n_out, n_links, context)`` to a boolean adjacency ``(n_in, n_out)``.
+``context`` carries what data-driven initialisers (CSTI) need: the layer index, a generator, the
+training data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class InitContext:
+    """What an initialiser may use besides the shape: layer position, randomness, data statistics."""
+
+    layer_index: int
+    generator: torch.Generator
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+TopologyInit = Callable[[int, int, int, InitContext], torch.Tensor]
+TOPOLOGY_INITS: dict[str, TopologyInit] = {}
+
+
+def register_topology_init(name: str) -> Callable[[TopologyInit], TopologyInit]:
+    def decorate(fn: TopologyInit) -> TopologyInit:
+        TOPOLOGY_INITS[name] = fn
+        return fn
+    return decorate
+
+
+def random_links(candidates: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Exactly ``n`` positions drawn uniformly without replacement among the ``True`` entries."""
+    available = int(candidates.sum())
+    if not 0 <= n <= available:
+        raise ValueError(f"cannot draw {n} links from {available} candidates")
+    keys = torch.rand(candidates.shape, generator=generator, device=candidates.device)
+    keys = keys.masked_fill(~candidates, -1.0)
+    chosen = torch.zeros(candidates.numel(), dtype=torch.bool, device=candidates.device)
+    chosen[torch.topk(keys.flatten(), n, sorted=False).indices] = True
+    return chosen.view(candidates.shape)
+
+
+@register_topology_init("erdos_renyi")
+def erdos_renyi_mask(n_in: int, n_out: int, n_links: int, context: InitContext) -> torch.Tensor:
+    """Uniform random bipartite graph with exactly ``n_links`` links (the SET/static baseline)."""
+    all_pairs = torch.ones(n_in, n_out, dtype=torch.bool)
+    return random_links(all_pairs, n_links, context.generator)
+
+
+def init_topology(name: str, n_in: int, n_out: int, n_links: int, context: InitContext) -> torch.Tensor:
+    """Build the initial adjacency ``(n_in, n_out)`` with the named initialiser."""
+    try:
+        fn = TOPOLOGY_INITS[name]
+    except KeyError:
+        raise ValueError(f"unknown topology init {name!r}; choose one of {sorted(TOPOLOGY_INITS)}") from None
+    mask = fn(n_in, n_out, n_links, context)
+    if mask.shape != (n_in, n_out) or int(mask.sum()) != n_links:
+        raise RuntimeError(f"topology init {name!r} returned {int(mask.sum())} links of shape "
+                           f"{tuple(mask.shape)}, expected {n_links} of {(n_in, n_out)}")
+    return mask

@@ -1,0 +1,40 @@
+"""The paper's MLP: input → 3 hidden layers of width ``dim × input`` → dense classifier, ReLU.
+
+Only the hidden "sandwich" layers are sparse; the classifier stays dense. The fully connected
+counterpart comes from the same builder with ``sparse=False``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from cht.sparse.layer import SparseLinear
+
+
+class SparseMLP(nn.Module):
+    """Flatten → [hidden (sparse or dense) → ReLU] × depth → dense classifier."""
+
+    def __init__(self, input_size: int, num_classes: int, dim: int = 1, depth: int = 3,
+                 sparse: bool = True) -> None:
+        super().__init__()
+        if dim < 1 or depth < 1:
+            raise ValueError(f"dim and depth must be ≥ 1, got dim={dim}, depth={depth}")
+        width = dim * input_size
+        layer = SparseLinear if sparse else nn.Linear
+        sizes = [input_size] + [width] * depth
+        self.hidden = nn.ModuleList(layer(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.classifier = nn.Linear(width, num_classes)
+        self.activation = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(1)
+        for layer in self.hidden:
+            x = self.activation(layer(x))
+        return self.classifier(x)
+
+
+def build_mlp(input_shape: tuple[int, ...], num_classes: int, dim: int = 1, sparse: bool = True) -> SparseMLP:
+    """The paper MLP for inputs of ``input_shape`` (C, H, W)."""
+    return SparseMLP(math.prod(input_shape), num_classes, dim=dim, sparse=sparse)

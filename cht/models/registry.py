@@ -1,0 +1,22 @@
+"""Model names the CLI and configs accept."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from cht.models.mlp import build_mlp
+
+ModelBuilder = Callable[..., nn.Module]
+MODELS: dict[str, ModelBuilder] = {"mlp": build_mlp}
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, dim: int = 1,
+                sparse: bool = True) -> nn.Module:
+    """Build a registered model; ``sparse=False`` gives the dense (FC) counterpart."""
+    try:
+        builder = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+    return builder(input_shape, num_classes, dim=dim, sparse=sparse)

@@ -1,0 +1,112 @@
+"""Training runs: real data, determinism, resume, tracking, divergence."""
+
+import json
+import socket
+
+import pytest
+import torch
+
+import cht.train
+from cht.config import TrainConfig
+from cht.tracking import Tracker, TrackingError
+from cht.train import TrainingDiverged, train
+
+
+def quick_config(root, **changes) -> TrainConfig:
+    values = dict(method="set", dataset="fashion_mnist", dim=1, density=0.05, epochs=3, batch_size=32,
+                  lr=0.01, seed=0, device="cpu", max_train_samples=600, max_test_samples=300,
+                  data_root=str(root), tracking=False, progress=False)
+    return TrainConfig(**{**values, **changes})
+
+
+def comparable(metrics: dict) -> dict:
+    timing = {"epoch_seconds", "train_time_s"}
+    result = {k: v for k, v in metrics.items() if k not in timing}
+    result["evolution"] = [{k: v for k, v in r.items() if k != "seconds"} for r in metrics["evolution"]]
+    return result
+
+
+def test_same_seed_gives_identical_results(fashion_root, tmp_path) -> None:
+    first = train(quick_config(fashion_root), tmp_path / "a")
+    second = train(quick_config(fashion_root), tmp_path / "b")
+    assert comparable(first) == comparable(second)
+    masks_a, masks_b = torch.load(tmp_path / "a/masks.pt"), torch.load(tmp_path / "b/masks.pt")
+    assert all(torch.equal(a, b) for a, b in zip(masks_a, masks_b))
+    other = train(quick_config(fashion_root, seed=1), tmp_path / "c")
+    assert other["test_accuracy"] != first["test_accuracy"]
+
+
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(fashion_root, tmp_path, monkeypatch) -> None:
+    config = quick_config(fashion_root, update_interval=1)
+    uninterrupted = train(config, tmp_path / "full")
+
+    real_evaluate = cht.train.evaluate
+    calls = []
+
+    def crash_in_third_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(cht.train, "evaluate", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "resumed")
+    assert not (tmp_path / "resumed/metrics.json").exists()
+    monkeypatch.setattr(cht.train, "evaluate", real_evaluate)
+    resumed = train(config, tmp_path / "resumed")
+    assert comparable(resumed) == comparable(uninterrupted)
+    final_a = torch.load(tmp_path / "full/checkpoint.pt", weights_only=False)["model"]
+    final_b = torch.load(tmp_path / "resumed/checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_checkpoint_of_another_config_is_refused(fashion_root, tmp_path) -> None:
+    train(quick_config(fashion_root, epochs=1), tmp_path)
+    with pytest.raises(RuntimeError, match="different configuration"):
+        train(quick_config(fashion_root, epochs=1, lr=0.02), tmp_path)
+
+
+def test_short_real_training_is_well_above_chance(fashion_root, tmp_path) -> None:
+    metrics = train(quick_config(fashion_root, max_train_samples=6000, max_test_samples=2000, epochs=2,
+                                 density=0.01), tmp_path)
+    assert metrics["final_test_accuracy"] > 0.6  # chance is 0.1
+    assert metrics["links_per_layer"] == [round(0.01 * 784 * 784)] * 3
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(written["test_accuracy"]) == 2 and len(written["train_loss"]) == 2
+
+
+def test_divergence_is_a_clear_error_and_leaves_no_metrics(fashion_root, tmp_path) -> None:
+    with pytest.raises(TrainingDiverged, match="lower lr"):
+        train(quick_config(fashion_root, lr=1e12, epochs=1), tmp_path)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_mlflow_run_records_config_tags_metrics_and_artifacts(fashion_root, tmp_path, monkeypatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    results = tmp_path / "results"
+    tracker = Tracker("test-exp", run_name="set-run", results_dir=results)
+    train(quick_config(fashion_root, epochs=2, tracking=True), tmp_path / "run", tracker)
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("test-exp")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["method"] == "set" and run.data.params["density"] == "0.05"
+    for tag in ("cht.git_commit", "cht.dataset_checksum", "cht.version.torch", "cht.device"):
+        assert run.data.tags[tag]
+    assert len(client.get_metric_history(run.info.run_id, "test_accuracy")) == 2
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "masks.pt"} <= artifacts
+
+
+def test_unreachable_tracking_server_is_a_clear_error(fashion_root, tmp_path, monkeypatch) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    tracker = Tracker("x", results_dir=tmp_path / "results")
+    with pytest.raises(TrackingError, match="unreachable"):
+        train(quick_config(fashion_root, epochs=1, tracking=True), tmp_path / "run", tracker)
+    assert not (tmp_path / "run/metrics.json").exists()
