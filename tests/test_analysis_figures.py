@@ -1,0 +1,91 @@
+"""Every figure writes a non-empty PNG and PDF, and rejects malformed input clearly."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cht.analysis import figures
+from cht.analysis.synthetic import stochastic_block_masks
+
+INITIAL = stochastic_block_masks([20, 30, 30], p_in=0.1, p_out=0.1, seed=0)
+TRAINED = stochastic_block_masks([20, 30, 30], p_in=0.25, p_out=0.02, seed=1)
+
+
+def learning_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [{"dataset": dataset, "method": method, "seed": seed, "epoch": epoch,
+             "test_accuracy": 0.9 - 0.3 * np.exp(-epoch / 3) + rng.normal(0, 0.01)}
+            for dataset in ("MNIST", "Fashion-MNIST") for method in ("CHT", "SET")
+            for seed in range(2) for epoch in range(1, 6)]
+    return pd.DataFrame(rows)
+
+
+def anp_frame() -> pd.DataFrame:
+    return pd.DataFrame([{"method": method, "seed": seed, "step": step, "anp": 1.0 - 0.05 * step * (seed + 1)}
+                         for method in ("CHT", "SET") for seed in range(2) for step in range(6)])
+
+
+def assert_written(paths: list[Path], stem: Path) -> None:
+    assert [path.name for path in paths] == [f"{stem.name}.png", f"{stem.name}.pdf"]
+    png, pdf = (path.read_bytes() for path in paths)
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+    assert pdf.startswith(b"%PDF") and len(pdf) > 1000
+
+
+@pytest.mark.parametrize(
+    ("name", "draw"),
+    [
+        ("degree_distribution",
+         lambda stem: figures.plot_degree_distribution(TRAINED, stem, label="trained")),
+        ("learning_curves", lambda stem: figures.plot_learning_curves(learning_frame(), stem)),
+        ("aae_bars", lambda stem: figures.plot_aae_bars(learning_frame(), stem)),
+        ("anp_over_steps", lambda stem: figures.plot_anp_over_steps(anp_frame(), stem)),
+        ("hyperbolic_embedding", lambda stem: figures.plot_hyperbolic_embedding(INITIAL, TRAINED, stem)),
+        ("hyperbolic_embedding_methods", lambda stem: figures.plot_hyperbolic_embedding_methods(
+            {"CHT": (INITIAL, TRAINED), "SET": (INITIAL, INITIAL)}, stem)),
+        ("layered_communities", lambda stem: figures.plot_layered_communities(TRAINED, stem)),
+    ],
+)
+def test_figure_files_are_written(tmp_path: Path, name: str, draw) -> None:
+    stem = tmp_path / "nested" / name
+    assert_written(draw(stem), stem)
+    assert figures.CAPTIONS[name]
+
+
+def test_every_caption_belongs_to_a_plot_function() -> None:
+    plotters = {name.removeprefix("plot_") for name in dir(figures) if name.startswith("plot_")}
+    assert set(figures.CAPTIONS) == plotters
+
+
+def test_layered_communities_draws_isolated_neurons(tmp_path: Path) -> None:
+    masks = [mask.clone() for mask in TRAINED]
+    masks[0][:5] = False  # five inputs without links
+    assert_written(figures.plot_layered_communities(masks, tmp_path / "isolated"), tmp_path / "isolated")
+
+
+@pytest.mark.parametrize("plot", [figures.plot_learning_curves, figures.plot_aae_bars])
+def test_learning_figures_reject_missing_columns(tmp_path: Path, plot) -> None:
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['test_accuracy'\]"):
+        plot(learning_frame().drop(columns="test_accuracy"), tmp_path / "bad")
+    with pytest.raises(ValueError, match="no rows"):
+        plot(learning_frame().iloc[:0], tmp_path / "bad")
+    with pytest.raises(TypeError, match="pandas DataFrame"):
+        plot(learning_frame().to_dict("records"), tmp_path / "bad")
+    assert not list(tmp_path.iterdir())
+
+
+def test_anp_figure_rejects_missing_columns(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['step'\]"):
+        figures.plot_anp_over_steps(anp_frame().rename(columns={"step": "epoch"}), tmp_path / "bad")
+
+
+def test_topology_figures_reject_unusable_networks(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no links"):
+        figures.plot_degree_distribution([torch.zeros(4, 5, dtype=torch.bool)], tmp_path / "empty")
+    with pytest.raises(ValueError, match="methods is empty"):
+        figures.plot_hyperbolic_embedding_methods({}, tmp_path / "none")
+    with pytest.raises(TypeError, match="boolean mask"):
+        figures.plot_layered_communities([torch.ones(4, 5)], tmp_path / "float")
