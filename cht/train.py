@@ -97,15 +97,24 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batc
     return correct / len(inputs)
 
 
+def final_link_counts(model: nn.Module, config: TrainConfig) -> list[int]:
+    """Per-layer link counts at the configured density, which training ends on."""
+    shapes = [(layer.in_features, layer.out_features) for layer in sparse_layers(model)]
+    return link_counts(shapes, config.density, config.density_distribution)
+
+
 def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: torch.Tensor) -> None:
-    """Give every sparse layer its initial mask (exact link count) and weights, per the method."""
+    """Give every sparse layer its initial mask (exact link count) and weights, per the method.
+
+    Methods with a density schedule (GraNet, CHTss) start denser than ``config.density``.
+    """
     method = get_method(config.method)
     layers = sparse_layers(model)
     if not method.sparse:
         return
     generator = torch.Generator().manual_seed(config.seed)
     shapes = [(layer.in_features, layer.out_features) for layer in layers]
-    counts = link_counts(shapes, config.density, config.density_distribution)
+    counts = link_counts(shapes, method.initial_density(config.density), config.density_distribution)
     for index, (layer, (n_in, n_out), n_links) in enumerate(zip(layers, shapes, counts)):
         context = InitContext(layer_index=index, generator=generator,
                               extras={"dataset": config.dataset, "train_inputs": train_inputs,
@@ -143,7 +152,8 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
                                 weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, config))
     evolution = Evolution(method, layers, optimizer,
-                          torch.Generator(device=device).manual_seed(config.seed + 1))
+                          torch.Generator(device=device).manual_seed(config.seed + 1),
+                          final_links=final_link_counts(model, config))
     shuffle_generator = torch.Generator().manual_seed(config.seed + 2)
     history = History()
     start_epoch = 0

@@ -68,7 +68,7 @@ def test_checkpoint_of_another_config_is_refused(fashion_root, tmp_path) -> None
 
 
 def test_short_real_training_is_well_above_chance(fashion_root, tmp_path) -> None:
-    metrics = train(quick_config(fashion_root, max_train_samples=6000, max_test_samples=2000, epochs=2,
+    metrics = train(quick_config(fashion_root, max_train_samples=3000, max_test_samples=1000, epochs=2,
                                  density=0.01), tmp_path)
     assert metrics["final_test_accuracy"] > 0.6  # chance is 0.1
     assert metrics["links_per_layer"] == [round(0.01 * 784 * 784)] * 3

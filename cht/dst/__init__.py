@@ -1,22 +1,40 @@
-"""Dynamic sparse training: methods composed of a removal rule, a regrowth rule, a schedule and options."""
+"""Dynamic sparse training: methods composed of a removal rule, a regrowth rule, schedules and options."""
 
-from cht.dst.engine import Evolution, EvolutionRecord
-from cht.dst.methods import METHODS, Method, available_methods, get_method, register_method
+from cht.dst.engine import Evolution, EvolutionRecord, LayerChange
+from cht.dst.methods import METHODS, EarlyStop, Method, available_methods, get_method, register_method
 from cht.dst.percolation import percolate
-from cht.dst.removal import MagnitudeRemoval, RemovalRule
-from cht.dst.regrowth import RandomRegrowth, RegrowthRule
-from cht.dst.schedule import EvolutionSchedule
+from cht.dst.regrowth import (CHRegrowth, GradientRegrowth, RandomRegrowth, RegrowthContext, RegrowthRule,
+                              SoftCHRegrowth)
+from cht.dst.removal import (MagnitudeRemoval, MagnitudeTopKRemoval, MESTRemoval, RankedRemoval,
+                             RelativeImportanceRemoval, RemovalContext, RemovalRule, SoftRemoval)
+from cht.dst.schedule import ConstantDensity, CubicDensity, DensitySchedule, EvolutionSchedule, SigmoidDensity
 
 __all__ = [
     "METHODS",
-    "EvolutionSchedule",
+    "CHRegrowth",
+    "ConstantDensity",
+    "CubicDensity",
+    "DensitySchedule",
+    "EarlyStop",
     "Evolution",
     "EvolutionRecord",
+    "EvolutionSchedule",
+    "GradientRegrowth",
+    "LayerChange",
+    "MESTRemoval",
     "MagnitudeRemoval",
+    "MagnitudeTopKRemoval",
     "Method",
     "RandomRegrowth",
+    "RankedRemoval",
+    "RegrowthContext",
     "RegrowthRule",
+    "RelativeImportanceRemoval",
+    "RemovalContext",
     "RemovalRule",
+    "SigmoidDensity",
+    "SoftCHRegrowth",
+    "SoftRemoval",
     "available_methods",
     "get_method",
     "percolate",

@@ -1,14 +1,27 @@
 """The evolution engine: one code path for every DST method.
 
-Each update removes links (the method's removal rule), optionally percolates dead hidden neurons
-across consecutive layers, regrows as many links as were removed (the regrowth rule), masks weights and
-optimiser state, and records what happened. Removed-then-regrown links keep their weight; links that
-are new start at zero.
+Each update, per sparse layer:
+
+1. **prune** to the density schedule's link count when it fell below the current count (smallest ``|w|``;
+   GraNet and CHTss); constant-density methods skip this phase;
+2. **remove** links with the method's removal rule and fraction ζ;
+3. optionally **percolate**: drop the links of hidden neurons left without inputs or outputs, across
+   consecutive layers;
+4. **regrow** ``target − survivors`` links with the regrowth rule, so every layer ends the step on the
+   schedule's exact link count (the ICLR-faithful CH selection may land a few links off; the next step
+   regrows towards the target again);
+5. mask weights and optimiser state and record what happened.
+
+Removed-then-regrown links keep their weight; links that are new start at zero; pruned, removed and
+percolated links that stay out have weight zero. Early stop freezes the topology once regrowth keeps
+re-creating the links it just removed (overlap above the threshold in every layer), but never while a
+density schedule still has links to prune. A run with too few updates to finish its density schedule
+prunes straight to the target at its last update.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,25 +31,43 @@ from cht.analysis.graph import active_neurons
 from cht.dst.methods import Method
 from cht.dst.percolation import percolate
 from cht.dst.regrowth import RegrowthContext
-from cht.dst.removal import RemovalContext
+from cht.dst.removal import MagnitudeTopKRemoval, RemovalContext
+from cht.dst.timing import timed
 from cht.sparse.layer import SparseLinear
 from cht.sparse.optim import mask_optimizer_state
+
+# Density schedules prune by magnitude, as gradual magnitude pruning (GraNet) and the CHTss code do.
+MAGNITUDE_PRUNING = MagnitudeTopKRemoval()
 
 
 @dataclass
 class LayerChange:
-    """What one update did to one layer."""
+    """What one update did to one layer.
+
+    ``pruned``: links dropped to follow the density schedule; ``removed``: by the removal rule;
+    ``percolated``: by percolation; ``regrown``: links grown (``fallback`` of them without a positive
+    CH score); ``overlap``: share of the regrown links that had just been removed or percolated;
+    ``links``: count after the step, ``target``: the schedule's count for this step.
+    """
 
     removed: int
     percolated: int
     regrown: int
     overlap: float
     links: int
+    pruned: int = 0
+    target: int = 0
+    fallback: int = 0
 
 
 @dataclass
 class EvolutionRecord:
-    """What one update did to the network, as logged to mlflow and metrics.json."""
+    """What one update did to the network, as logged to mlflow and metrics.json.
+
+    ``seconds`` holds wall times (synchronised on CUDA): ``removal`` (density pruning and the removal
+    rule), ``percolation``, ``regrowth`` (the whole regrowth phase) and, for CH rules, the ``scoring``
+    and ``selection`` parts of it.
+    """
 
     epoch: int
     step: int
@@ -53,15 +84,31 @@ class EvolutionRecord:
 
 
 class Evolution:
-    """Drives a method's topology updates over a model's sparse layers."""
+    """Drives a method's topology updates over a model's sparse layers.
+
+    ``final_links`` are the per-layer link counts at the end of the density schedule (the target
+    density). They default to the layers' current counts, which is right for constant-density methods;
+    methods that start denser (``method.initial_density(target) > target``) need them passed.
+    The layers' counts at construction are taken as the schedule's starting counts.
+    """
 
     def __init__(self, method: Method, layers: list[SparseLinear], optimizer: torch.optim.Optimizer,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, final_links: Sequence[int] | None = None) -> None:
         self.method = method
         self.layers = layers
         self.optimizer = optimizer
         self.generator = generator
+        self.initial_links = [layer.n_links for layer in layers]
+        self.final_links = list(final_links) if final_links is not None else list(self.initial_links)
+        if len(self.final_links) != len(layers):
+            raise ValueError(f"final_links has {len(self.final_links)} entries for {len(layers)} sparse layers")
+        for index, (layer, count) in enumerate(zip(layers, self.final_links)):
+            if not 0 <= count <= layer.mask.numel():
+                raise ValueError(f"final_links[{index}] = {count} does not fit a layer of "
+                                 f"{layer.mask.numel()} positions")
         self.frozen = False
+        self.layer_signals = [False] * len(layers)
+        self.closing = False
 
     def due(self, epochs_done: int, total_epochs: int, steps_done: int, total_steps: int,
             epoch_end: bool) -> bool:
@@ -69,58 +116,98 @@ class Evolution:
         if self.frozen or not self.method.evolves:
             return False
         schedule = self.method.schedule
-        if schedule.unit == "step":
-            return schedule.is_update(steps_done, total_steps)
-        return epoch_end and schedule.is_update(epochs_done, total_epochs)
+        count, total = (steps_done, total_steps) if schedule.unit == "step" else (epochs_done, total_epochs)
+        if (schedule.unit == "epoch" and not epoch_end) or not schedule.is_update(count, total):
+            return False
+        self.closing = not schedule.is_update(count + schedule.interval, total)
+        return True
 
     def capture_gradients(self, enabled: bool) -> None:
-        """Ask the layers to keep the dense gradient of the next backward pass (for gradient regrowth)."""
+        """Ask the layers to keep the dense gradient of the next backward pass (for gradient rules)."""
         for layer in self.layers:
             layer.capture_dense_grad = enabled and self.method.needs_dense_grad
             if not layer.capture_dense_grad:
                 layer.dense_grad = None
 
+    def target_links(self, progress: float) -> list[int]:
+        """Per-layer link counts the density schedule asks for at ``progress``.
+
+        At the last update of a run (as :meth:`due` announced it) the counts are the final ones even
+        if the schedule has not ended: a run too short to follow the schedule still ends on its target.
+        """
+        remaining = 0.0 if self.closing else self.method.density.remaining(progress)
+        return [final + round((initial - final) * remaining)
+                for initial, final in zip(self.initial_links, self.final_links)]
+
     @torch.no_grad()
     def update(self, progress: float, epoch: int, step: int) -> EvolutionRecord:
-        """Run one removal → percolation → regrowth update on every sparse layer."""
+        """Run one prune → remove → percolate → regrow update on every sparse layer."""
         method = self.method
         zeta = method.schedule.fraction(progress)
+        targets = self.target_links(progress)
         seconds: dict[str, float] = {}
+        device = self.layers[0].mask.device if self.layers else torch.device("cpu")
 
-        start = time.perf_counter()
-        removal_context = RemovalContext(progress=progress, generator=self.generator)
-        removed = [method.removal(layer, zeta, removal_context) for layer in self.layers]
+        with timed(seconds, "removal", device):
+            pruned = []
+            for layer, target in zip(self.layers, targets):
+                excess = max(layer.n_links - target, 0) if method.density.end > 0 else 0
+                pruned.append(excess)
+                if excess:
+                    layer.set_mask(layer.mask & ~MAGNITUDE_PRUNING.lowest(layer, excess))
+            removal_context = RemovalContext(progress=progress, generator=self.generator)
+            removed = [method.removal(layer, zeta, removal_context) for layer in self.layers]
         kept = [layer.mask & ~gone for layer, gone in zip(self.layers, removed)]
         if method.percolation:
-            kept = [a.t() for a in percolate([k.t() for k in kept])]
-        seconds["removal"] = time.perf_counter() - start
+            with timed(seconds, "percolation", device):
+                kept = [a.t() for a in percolate([k.t() for k in kept])]
 
-        start = time.perf_counter()
         changes = []
-        for layer, gone, survivors in zip(self.layers, removed, kept):
-            dropped = layer.mask & ~survivors
-            n_missing = layer.n_links - int(survivors.sum())
-            context = RegrowthContext(mask=survivors, progress=progress, generator=self.generator,
-                                      timings=seconds)
-            grown = method.regrowth(layer, ~survivors, n_missing, context)
-            regrown = int(grown.sum())
-            overlap = int((grown & dropped).sum()) / regrown if regrown else 0.0
-            layer.set_mask(survivors | grown)
-            changes.append(LayerChange(removed=int(gone.sum()), percolated=int(dropped.sum() - gone.sum()),
-                                       regrown=regrown, overlap=overlap, links=layer.n_links))
-        seconds["regrowth"] = time.perf_counter() - start
+        with timed(seconds, "regrowth", device):
+            for layer, gone, survivors, target, n_pruned in zip(self.layers, removed, kept, targets, pruned):
+                dropped = layer.mask & ~survivors
+                n_missing = max(target - int(survivors.sum()), 0)
+                context = RegrowthContext(mask=survivors, progress=progress, generator=self.generator,
+                                          timings=seconds)
+                grown = method.regrowth(layer, ~survivors, n_missing, context)
+                regrown = int(grown.sum())
+                n_removed = int(gone.sum())
+                overlap = int((grown & dropped).sum()) / regrown if regrown else 0.0
+                layer.set_mask(survivors | grown)
+                changes.append(LayerChange(removed=n_removed, percolated=int(dropped.sum()) - n_removed,
+                                           regrown=regrown, overlap=overlap, links=layer.n_links,
+                                           pruned=n_pruned, target=target,
+                                           fallback=context.stats.get("fallback", 0)))
         mask_optimizer_state(self.optimizer, self.layers)
+        self._check_early_stop(changes, targets)
+        self.closing = False
 
-        if method.early_stop is not None and all(c.overlap > method.early_stop for c in changes):
-            self.frozen = True
         activity = active_neurons([layer.adjacency for layer in self.layers])
         return EvolutionRecord(epoch=epoch, step=step, progress=progress, zeta=zeta, layers=changes,
                                active_per_layer=activity.per_layer, anp=activity.anp, seconds=seconds,
                                frozen=self.frozen)
 
+    def _check_early_stop(self, changes: list[LayerChange], targets: list[int]) -> None:
+        """Freeze when every layer's overlap exceeds the threshold (now, or at some step if sticky)."""
+        early_stop = self.method.early_stop
+        if early_stop is None:
+            return
+        signals = [change.overlap > early_stop.threshold for change in changes]
+        if early_stop.sticky:
+            signals = [now or before for now, before in zip(signals, self.layer_signals)]
+        self.layer_signals = signals
+        density_settled = targets == self.final_links
+        if density_settled and all(signals):
+            self.frozen = True
+
     def state_dict(self) -> dict[str, Any]:
-        return {"frozen": self.frozen, "generator": self.generator.get_state()}
+        return {"frozen": self.frozen, "generator": self.generator.get_state(),
+                "layer_signals": list(self.layer_signals), "initial_links": list(self.initial_links),
+                "final_links": list(self.final_links)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.frozen = state["frozen"]
         self.generator.set_state(state["generator"])
+        self.layer_signals = list(state.get("layer_signals", self.layer_signals))
+        self.initial_links = list(state.get("initial_links", self.initial_links))
+        self.final_links = list(state.get("final_links", self.final_links))

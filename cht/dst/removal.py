@@ -1,17 +1,22 @@
 """Removal rules: which existing links an evolution step drops.
 
-A rule sees one layer (weight and mask in layer convention ``(out, in)``, optional dense gradient) and
-the removal fraction of this step, and returns a boolean mask of the links to remove (a subset of the
-layer's mask).
+A rule sees one layer (weight and mask in layer convention ``(out, in)``, and the dense gradient of
+the update step when the method asked for it) and the removal fraction of this step, and returns a
+boolean mask of the links to remove (a subset of the layer's mask).
+
+Rules that rank links by a "keep" score derive from :class:`RankedRemoval` and drop the
+``round(fraction · links)`` lowest. The engine prunes with :class:`MagnitudeTopKRemoval` when a density
+schedule lowers a layer's link count.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
+from cht.init.selection import gumbel_keys, smallest_k
 from cht.sparse.layer import SparseLinear
 
 
@@ -27,13 +32,17 @@ class RemovalRule(Protocol):
     def __call__(self, layer: SparseLinear, fraction: float, context: RemovalContext) -> torch.Tensor: ...
 
 
-def smallest_k(keys: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the ``k`` eligible entries with the smallest keys."""
-    chosen = torch.zeros(keys.numel(), dtype=torch.bool, device=keys.device)
-    if k > 0:
-        masked = keys.masked_fill(~eligible, float("inf")).flatten()
-        chosen[torch.topk(masked, k, largest=False, sorted=False).indices] = True
-    return chosen.view(keys.shape)
+def dense_gradient(layer: SparseLinear, rule: str) -> torch.Tensor:
+    """The layer's dense gradient of the update step, or an error saying how to obtain it."""
+    if layer.dense_grad is None:
+        raise RuntimeError(f"{rule} needs the dense gradient of the update step: the method must set "
+                           "needs_dense_grad=True and the training loop call Evolution.capture_gradients(True) "
+                           "before that step's backward pass")
+    return layer.dense_grad
+
+
+def removal_count(layer: SparseLinear, fraction: float) -> int:
+    return round(fraction * layer.n_links)
 
 
 @dataclass(frozen=True)
@@ -51,3 +60,91 @@ class MagnitudeRemoval:
         n_neg = round(fraction * int(negative.sum()))
         n_pos = round(fraction * int(non_negative.sum()))
         return smallest_k(-weight, negative, n_neg) | smallest_k(weight, non_negative, n_pos)
+
+
+class RankedRemoval:
+    """Base of rules that drop the links with the lowest ``keep_scores``."""
+
+    def keep_scores(self, layer: SparseLinear) -> torch.Tensor:
+        raise NotImplementedError
+
+    def lowest(self, layer: SparseLinear, count: int) -> torch.Tensor:
+        """The ``count`` links with the lowest keep scores."""
+        return smallest_k(self.keep_scores(layer), layer.mask, count)
+
+    def __call__(self, layer: SparseLinear, fraction: float, context: RemovalContext) -> torch.Tensor:
+        return self.lowest(layer, removal_count(layer, fraction))
+
+
+@dataclass(frozen=True)
+class MagnitudeTopKRemoval(RankedRemoval):
+    """RigL/GraNet rule: drop the ``fraction`` of links with the smallest ``|w|``, whatever their sign."""
+
+    def keep_scores(self, layer: SparseLinear) -> torch.Tensor:
+        return layer.weight.detach().abs()
+
+
+@dataclass(frozen=True)
+class MESTRemoval(RankedRemoval):
+    """MEST (Yuan et al. 2021): drop the links with the smallest ``|w| + λ·|∂L/∂w|``.
+
+    The gradient term spares small weights that the loss is still pushing on.
+    """
+
+    gradient_factor: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.gradient_factor < 0:
+            raise ValueError(f"MESTRemoval: gradient_factor must be ≥ 0, got {self.gradient_factor}")
+
+    def keep_scores(self, layer: SparseLinear) -> torch.Tensor:
+        gradient = dense_gradient(layer, "MEST removal")
+        return layer.weight.detach().abs() + self.gradient_factor * gradient.abs()
+
+
+@dataclass(frozen=True)
+class RelativeImportanceRemoval(RankedRemoval):
+    """Relative importance (CHTs follow-up): ``|w_ij| / Σ_k |w_kj| + |w_ij| / Σ_k |w_ik|``.
+
+    A weight counts relative to the total strength of both neurons it joins, so weak neurons keep
+    their strongest links instead of losing them to a global magnitude threshold.
+    """
+
+    epsilon: float = 1e-5
+
+    def keep_scores(self, layer: SparseLinear) -> torch.Tensor:
+        magnitude = layer.weight.detach().abs()
+        per_input = magnitude.sum(dim=0, keepdim=True) + self.epsilon
+        per_output = magnitude.sum(dim=1, keepdim=True) + self.epsilon
+        return magnitude / per_input + magnitude / per_output
+
+
+@dataclass(frozen=True)
+class SoftRemoval:
+    """CHTs soft removal: survivors drawn without replacement with probability ∝ ``importance^T``.
+
+    ``importance`` is the keep score of a ranked rule (``|w|`` by default, or relative importance).
+    The temperature ``T`` rises linearly from ``start_temperature`` to ``end_temperature`` over training,
+    so removal moves from exploratory (T = 1: proportional to importance) to nearly greedy. Links of
+    zero importance get a tiny floor and survive only when nothing else is left.
+    """
+
+    importance: RankedRemoval = field(default_factory=lambda: MagnitudeTopKRemoval())
+    start_temperature: float = 1.0
+    end_temperature: float = 3.0
+    floor: float = 1e-12
+
+    def __post_init__(self) -> None:
+        if self.start_temperature < 0 or self.end_temperature < 0:
+            raise ValueError("SoftRemoval: temperatures must be ≥ 0, got "
+                             f"{self.start_temperature} → {self.end_temperature}")
+
+    def temperature(self, progress: float) -> float:
+        position = min(max(progress, 0.0), 1.0)
+        return self.start_temperature + (self.end_temperature - self.start_temperature) * position
+
+    def __call__(self, layer: SparseLinear, fraction: float, context: RemovalContext) -> torch.Tensor:
+        importance = self.importance.keep_scores(layer).clamp(min=self.floor)
+        keys = gumbel_keys(self.temperature(context.progress) * importance.log(), context.generator)
+        # Dropping the k lowest Gumbel keys keeps the n − k highest: a draw of survivors ∝ importance^T.
+        return smallest_k(keys, layer.mask, removal_count(layer, fraction))

@@ -1,9 +1,21 @@
-"""When topology evolves and how much of it changes."""
+"""When topology evolves, how much of it changes, and how many links each layer should hold.
+
+Two independent schedules drive an evolution step:
+
+* :class:`EvolutionSchedule` says *when* updates happen (every ``interval`` epochs or steps until
+  ``end_fraction`` of training) and which fraction ζ of the links is replaced.
+* A density schedule says how many links a layer should hold at a given training progress. Most
+  methods keep the density constant; GraNet and CHTss start denser and prune towards the target.
+  A schedule is expressed as :meth:`remaining`, the share of the initial surplus over the target that
+  is still present (1 at the start, 0 once the target is reached), so the engine can turn it into
+  exact per-layer link counts whatever the per-layer density distribution.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 UNITS = ("epoch", "step")
 ZETA_DECAYS = ("constant", "cosine")
@@ -44,3 +56,108 @@ class EvolutionSchedule:
         if self.zeta_decay == "constant":
             return self.zeta
         return self.zeta / 2 * (1 + math.cos(math.pi * min(progress / max(self.end_fraction, 1e-12), 1.0)))
+
+
+class DensitySchedule(Protocol):
+    """How a layer's link count moves from its initial value to the target over training."""
+
+    @property
+    def end(self) -> float:
+        """Training progress at which the target density is reached (0 for a constant density)."""
+        ...
+
+    def start_density(self, target: float) -> float:
+        """Density the network is initialised at when the final density is ``target``."""
+        ...
+
+    def remaining(self, progress: float) -> float:
+        """Share of the initial surplus over the target still present at ``progress`` (1 → 0)."""
+        ...
+
+
+def _check_progress_window(name: str, start: float, begin: float, end: float) -> None:
+    if not 0.0 < start <= 1.0:
+        raise ValueError(f"{name}: start density must lie in (0, 1], got {start}")
+    if not 0.0 <= begin < end <= 1.0:
+        raise ValueError(f"{name}: need 0 ≤ begin < end ≤ 1 (fractions of training), got begin={begin}, end={end}")
+
+
+# Progress values computed as steps_done / total_steps can land a rounding error short of a
+# schedule's end; treat them as reaching it.
+_PROGRESS_TOLERANCE = 1e-9
+
+
+def _window_position(progress: float, begin: float, end: float) -> float:
+    """Where ``progress`` lies in ``[begin, end]``, clipped to [0, 1]."""
+    position = (progress - begin) / (end - begin)
+    if position >= 1.0 - _PROGRESS_TOLERANCE:
+        return 1.0
+    return min(max(position, 0.0), 1.0)
+
+
+@dataclass(frozen=True)
+class ConstantDensity:
+    """The network holds the target density from the first step to the last."""
+
+    @property
+    def end(self) -> float:
+        return 0.0
+
+    def start_density(self, target: float) -> float:
+        return target
+
+    def remaining(self, progress: float) -> float:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class CubicDensity:
+    """Gradual magnitude pruning (Zhu & Gupta 2017, as GraNet uses it).
+
+    Density ``d(t) = d_f + (d_0 − d_f) · (1 − (t − begin)/(end − begin))³`` inside the window, ``d_0``
+    before it and the target ``d_f`` after it: most links go early, when the network is most plastic.
+    """
+
+    start: float = 0.5
+    begin: float = 0.0
+    end: float = 0.75
+
+    def __post_init__(self) -> None:
+        _check_progress_window("CubicDensity", self.start, self.begin, self.end)
+
+    def start_density(self, target: float) -> float:
+        return max(self.start, target)
+
+    def remaining(self, progress: float) -> float:
+        return (1.0 - _window_position(progress, self.begin, self.end)) ** 3
+
+
+@dataclass(frozen=True)
+class SigmoidDensity:
+    """CHTss: an S-shaped decay from ``start`` to the target, reached at ``end`` of training.
+
+    The logistic ``σ(2k(x − ½))`` over ``x = t / end`` is rescaled to run exactly from 0 to 1 on
+    ``[0, end]``; ``steepness`` k = 6 matches the authors' code.
+    """
+
+    start: float = 0.5
+    end: float = 0.8
+    steepness: float = 6.0
+
+    def __post_init__(self) -> None:
+        _check_progress_window("SigmoidDensity", self.start, 0.0, self.end)
+        if self.steepness <= 0:
+            raise ValueError(f"SigmoidDensity: steepness must be positive, got {self.steepness}")
+
+    def start_density(self, target: float) -> float:
+        return max(self.start, target)
+
+    def remaining(self, progress: float) -> float:
+        x = _window_position(progress, 0.0, self.end)
+        k = self.steepness
+
+        def logistic(z: float) -> float:
+            return 1.0 / (1.0 + math.exp(-z))
+
+        low, high = logistic(-k), logistic(k)
+        return 1.0 - (logistic(2 * k * (x - 0.5)) - low) / (high - low)

@@ -1,12 +1,17 @@
 """Initial topologies (which links exist) and initial weights (their values)."""
 
-from cht.init.topology import TOPOLOGY_INITS, erdos_renyi_mask, init_topology, register_topology_init
+from cht.init.brf import bipartite_receptive_field
+from cht.init.csti import feature_correlation
+from cht.init.topology import TOPOLOGY_INITS, InitContext, erdos_renyi_mask, init_topology, register_topology_init
 from cht.init.weights import WEIGHT_INITS, init_weights, register_weight_init
 
 __all__ = [
     "TOPOLOGY_INITS",
     "WEIGHT_INITS",
+    "InitContext",
+    "bipartite_receptive_field",
     "erdos_renyi_mask",
+    "feature_correlation",
     "init_topology",
     "init_weights",
     "register_topology_init",

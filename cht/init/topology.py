@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from cht.init.selection import random_links
+
 
 @dataclass
 class InitContext:
@@ -32,18 +34,6 @@ def register_topology_init(name: str) -> Callable[[TopologyInit], TopologyInit]:
         TOPOLOGY_INITS[name] = fn
         return fn
     return decorate
-
-
-def random_links(candidates: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Exactly ``n`` positions drawn uniformly without replacement among the ``True`` entries."""
-    available = int(candidates.sum())
-    if not 0 <= n <= available:
-        raise ValueError(f"cannot draw {n} links from {available} candidates")
-    keys = torch.rand(candidates.shape, generator=generator, device=candidates.device)
-    keys = keys.masked_fill(~candidates, -1.0)
-    chosen = torch.zeros(candidates.numel(), dtype=torch.bool, device=candidates.device)
-    chosen[torch.topk(keys.flatten(), n, sorted=False).indices] = True
-    return chosen.view(candidates.shape)
 
 
 @register_topology_init("erdos_renyi")
