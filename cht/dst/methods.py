@@ -13,6 +13,7 @@ from typing import Any
 from cht.dst.regrowth import CHRegrowth, GradientRegrowth, RandomRegrowth, RegrowthRule, SoftCHRegrowth
 from cht.dst.removal import MagnitudeRemoval, MagnitudeTopKRemoval, MESTRemoval, RemovalRule, SoftRemoval
 from cht.dst.schedule import ConstantDensity, CubicDensity, DensitySchedule, EvolutionSchedule, SigmoidDensity
+from cht.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class Method:
         return replace(self, schedule=replace(self.schedule, **changes)) if changes else self
 
 
-METHODS: dict[str, Method] = {}
+METHODS: Registry[Method] = Registry("method")
 
 
 def register_method(method: Method) -> Method:
@@ -90,14 +91,11 @@ def register_method(method: Method) -> Method:
 
 def available_methods() -> list[str]:
     """Registered method names, sorted."""
-    return sorted(METHODS)
+    return METHODS.names()
 
 
 def get_method(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; choose one of {available_methods()}") from None
+    return METHODS.lookup(name)
 
 
 CHT_TOPOLOGY = dict(topology_init="csti", weight_init="swi", percolation=True)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from cht.init.selection import random_links
+from cht.registry import Registry
 
 
 @dataclass
@@ -26,14 +27,8 @@ class InitContext:
 
 
 TopologyInit = Callable[[int, int, int, InitContext], torch.Tensor]
-TOPOLOGY_INITS: dict[str, TopologyInit] = {}
-
-
-def register_topology_init(name: str) -> Callable[[TopologyInit], TopologyInit]:
-    def decorate(fn: TopologyInit) -> TopologyInit:
-        TOPOLOGY_INITS[name] = fn
-        return fn
-    return decorate
+TOPOLOGY_INITS: Registry[TopologyInit] = Registry("topology init")
+register_topology_init = TOPOLOGY_INITS.register
 
 
 @register_topology_init("erdos_renyi")
@@ -45,11 +40,7 @@ def erdos_renyi_mask(n_in: int, n_out: int, n_links: int, context: InitContext) 
 
 def init_topology(name: str, n_in: int, n_out: int, n_links: int, context: InitContext) -> torch.Tensor:
     """Build the initial adjacency ``(n_in, n_out)`` with the named initialiser."""
-    try:
-        fn = TOPOLOGY_INITS[name]
-    except KeyError:
-        raise ValueError(f"unknown topology init {name!r}; choose one of {sorted(TOPOLOGY_INITS)}") from None
-    mask = fn(n_in, n_out, n_links, context)
+    mask = TOPOLOGY_INITS.lookup(name)(n_in, n_out, n_links, context)
     if mask.shape != (n_in, n_out) or int(mask.sum()) != n_links:
         raise RuntimeError(f"topology init {name!r} returned {int(mask.sum())} links of shape "
                            f"{tuple(mask.shape)}, expected {n_links} of {(n_in, n_out)}")

@@ -7,15 +7,11 @@ from collections.abc import Callable
 
 import torch
 
+from cht.registry import Registry
+
 WeightInit = Callable[[torch.Tensor, float, torch.Generator], None]
-WEIGHT_INITS: dict[str, WeightInit] = {}
-
-
-def register_weight_init(name: str) -> Callable[[WeightInit], WeightInit]:
-    def decorate(fn: WeightInit) -> WeightInit:
-        WEIGHT_INITS[name] = fn
-        return fn
-    return decorate
+WEIGHT_INITS: Registry[WeightInit] = Registry("weight init")
+register_weight_init = WEIGHT_INITS.register
 
 
 @register_weight_init("kaiming")
@@ -45,10 +41,7 @@ def sparse_weight_init(weight: torch.Tensor, density: float, generator: torch.Ge
 @torch.no_grad()
 def init_weights(name: str, weight: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> None:
     """Fill ``weight`` (layer convention ``(out, in)``) by the named rule, then zero it off ``mask``."""
-    try:
-        fn = WEIGHT_INITS[name]
-    except KeyError:
-        raise ValueError(f"unknown weight init {name!r}; choose one of {sorted(WEIGHT_INITS)}") from None
+    fill = WEIGHT_INITS.lookup(name)
     density = float(mask.float().mean()) if mask.numel() else 0.0
-    fn(weight, density, generator)
+    fill(weight, density, generator)
     weight.mul_(mask)

@@ -7,16 +7,14 @@ from collections.abc import Callable
 from torch import nn
 
 from cht.models.mlp import build_mlp
+from cht.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
-MODELS: dict[str, ModelBuilder] = {"mlp": build_mlp}
+MODELS: Registry[ModelBuilder] = Registry("model")
+MODELS["mlp"] = build_mlp
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, dim: int = 1,
                 sparse: bool = True) -> nn.Module:
     """Build a registered model; ``sparse=False`` gives the dense (FC) counterpart."""
-    try:
-        builder = MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
-    return builder(input_shape, num_classes, dim=dim, sparse=sparse)
+    return MODELS.lookup(name)(input_shape, num_classes, dim=dim, sparse=sparse)
