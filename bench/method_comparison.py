@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--data-source", action="append", default=[])
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--runs-dir", type=Path, help="where the training runs go (default: <out>/method_comparison)")
     args = parser.parse_args()
 
     device = pick_device(args.device)
@@ -41,7 +42,8 @@ def main() -> None:
                              epochs=args.epochs, seed=args.seed, device=str(device),
                              max_train_samples=args.max_train_samples, data_root=args.data_root,
                              data_sources=args.data_source, tracking=False, progress=False)
-        run_dir = args.out / "method_comparison" / f"{args.dataset}-dim{args.dim}-{method}-s{args.seed}"
+        runs_dir = args.runs_dir or args.out / "method_comparison"
+        run_dir = runs_dir / f"{args.dataset}-dim{args.dim}-{method}-s{args.seed}"
         metrics = train(config, run_dir)
         rows.append({"method": method, "final_acc": metrics["final_test_accuracy"],
                      "best_acc": metrics["best_test_accuracy"], "aae": metrics["aae"],
@@ -52,7 +54,7 @@ def main() -> None:
               f"{device_name(device)}")
     table = header + "\n\n" + markdown_table(rows, ["method", "final_acc", "best_acc", "aae", "final_anp",
                                                     "seconds", "evolution_steps"])
-    write_results(args.out, f"method_comparison_{device.type}", {"settings": vars(args) | {"out": str(args.out)},
+    write_results(args.out, f"method_comparison_{device.type}", {"settings": {k: str(v) for k, v in vars(args).items()},
                                                                  "rows": rows}, table)
 
 
