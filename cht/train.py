@@ -248,8 +248,8 @@ def evolution_metrics(record: dict[str, Any]) -> dict[str, float]:
     """Flatten an evolution record into mlflow metrics (per layer and overall)."""
     metrics = {"anp": record["anp"], "zeta": record["zeta"]}
     for index, layer in enumerate(record["layers"]):
-        for key in ("removed", "percolated", "regrown", "overlap", "links"):
-            metrics[f"layer{index}.{key}"] = layer[key]
+        for key, value in layer.items():
+            metrics[f"layer{index}.{key}"] = value
         metrics[f"layer{index}.active_out"] = record["active_per_layer"][index + 1]
     for phase, seconds in record["seconds"].items():
         metrics[f"seconds.{phase}"] = seconds
