@@ -12,6 +12,7 @@ cached by earlier calls does not hide the call's own.
 
     python bench/linkpred.py                          # all rules, default sizes, auto device
     python bench/linkpred.py --device cpu --sizes 1568x1568,3072x3072 --rules CH3-L3 --repeats 5
+    python bench/linkpred.py --device cuda --backend torch     # the plain torch path, for comparison
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 import torch
 
 from cht.topology import available_rules, count_l3_paths, link_scores
+from cht.topology.scores import BACKENDS
 
 DENSITY = 0.01
 DEFAULT_SIZES = ((784, 1000), (1000, 1000), (784, 1568), (1568, 1568), (3072, 3072), (4096, 4096))
@@ -81,7 +83,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "layer sizes up to 4096x4096, plus 8192x8192 on CUDA)")
     parser.add_argument("--rules", type=_rules, default=available_rules(),
                         help=f"comma-separated rules among {','.join(available_rules())} (default: all)")
-    parser.add_argument("--backend", choices=("auto", "torch", "numba"), default="auto")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: numba on CPU, triton on CUDA (when installed), torch otherwise")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case, after one warm-up")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
@@ -168,6 +171,11 @@ def _environment(device: torch.device) -> dict[str, object]:
         environment["numba_threads"] = numba.get_num_threads()
     except ImportError:
         environment["numba"] = None
+    try:
+        import triton
+        environment["triton"] = triton.__version__
+    except ImportError:
+        environment["triton"] = None
     return environment
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import torch
 
-from cht.topology import numba_kernels, torch_kernels
+from cht.topology import numba_kernels, torch_kernels, triton_kernels
 from cht.topology.graph import Bipartite
 from cht.topology.rules import get_rule
 
-BACKENDS = ("auto", "torch", "numba")
+BACKENDS = ("auto", "torch", "numba", "triton")
+# Triton supports NVIDIA GPUs of compute capability 8.0 and newer; "auto" uses plain torch on older ones.
+TRITON_MIN_CAPABILITY = (8, 0)
 
 
 def link_scores(
@@ -35,10 +37,15 @@ def link_scores(
         dtype: floating dtype of the result. float64 is exact to rounding; float32 (default) keeps
             tables and sums in float32 (relative error about 1e-6) and runs about twice as fast on
             CPU; other floating dtypes are computed in float32 and cast.
-        backend: ``"numba"`` (CPU only; compiled, parallel), ``"torch"`` (any device) or ``"auto"``
-            (numba for CPU tensors when numba is installed, torch otherwise).
+        backend: ``"numba"`` (CPU only; compiled, parallel), ``"triton"`` (CUDA only; fused kernels
+            that walk the paths row by row, without per-path index arrays), ``"torch"`` (any device;
+            the reference GPU path) or ``"auto"``: numba for CPU tensors when numba is
+            installed, triton for CUDA tensors when triton is installed and supports the GPU, torch
+            otherwise. With ``TRITON_INTERPRET=1`` set before triton is imported, ``"triton"`` also
+            runs on CPU tensors, in Triton's interpreter (slow: for checking the kernels without a GPU).
         chunk_paths: paths per work chunk of the torch kernels, bounding their transient memory
-            (about 32 bytes per path); default :func:`default_chunk_paths`.
+            (about 32 bytes per path); default :func:`default_chunk_paths`. The other backends
+            hold no per-path memory and ignore it.
 
     Returns:
         Tensor of shape ``mask.shape`` on ``mask.device`` with dtype ``dtype``.
@@ -62,6 +69,8 @@ def link_scores(
     compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     if backend == "numba":
         scores = numba_kernels.scores(graph, spec, compute_dtype)
+    elif backend == "triton":
+        scores = triton_kernels.scores(graph, layer, spec, compute_dtype)
     elif spec.node_based:
         scores = torch_kernels.node_scores(graph, spec.factor, compute_dtype, chunk_paths)
     else:
@@ -104,10 +113,23 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} must be one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "numba" if device.type == "cpu" and numba_kernels.AVAILABLE else "torch"
+        if device.type == "cpu" and numba_kernels.AVAILABLE:
+            return "numba"
+        if device.type == "cuda" and triton_kernels.AVAILABLE and \
+                torch.cuda.get_device_capability(device) >= TRITON_MIN_CAPABILITY:
+            return "triton"
+        return "torch"
     if backend == "numba":
         if device.type != "cpu":
             raise ValueError(f"backend='numba' runs on CPU tensors only (mask is on {device}); use 'torch'")
         if not numba_kernels.AVAILABLE:
             raise ValueError("backend='numba' needs the numba package; install it or use backend='torch'")
+    if backend == "triton":
+        if not triton_kernels.AVAILABLE:
+            raise ValueError("backend='triton' needs the triton package; install it or use backend='torch'")
+        if device.type != "cuda" and not triton_kernels.INTERPRETED:
+            raise ValueError(
+                f"backend='triton' runs on CUDA tensors (mask is on {device}); use 'numba' or 'torch', or set "
+                "TRITON_INTERPRET=1 before importing cht to run the kernels in Triton's (slow) CPU interpreter"
+            )
     return backend

@@ -77,7 +77,12 @@ def output_pair_factors(graph: Bipartite, factor: str, dtype: torch.dtype, chunk
         slot, position = _fan_out(graph.in_ptr, k)
         keys = (u * n_out).index_select(0, slot).add_(graph.out_of.index_select(0, position))
         counts.index_add_(0, keys, one.expand(keys.numel()))
-    counts = counts.view(n_out, n_out)
+    return pair_factors_from_counts(graph, factor, counts.view(n_out, n_out), dtype)
+
+
+def pair_factors_from_counts(graph: Bipartite, factor: str, counts: torch.Tensor,
+                             dtype: torch.dtype) -> torch.Tensor:
+    """``h(d_u, counts[u, j])`` of ``dtype`` from dense common-input counts ``(n_out, n_out)``, 0 where none."""
     factors = intermediate_factor(factor, graph.out_degree.to(dtype)[:, None], counts)
     return torch.where(counts > 0, factors, torch.zeros((), dtype=dtype, device=counts.device))
 
