@@ -8,6 +8,8 @@ folder; ``MLFLOW_TRACKING_URI`` switches to a server, which must answer or the r
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 DEFAULT_RESULTS_DIR = Path("results")
+PARENT_RUN_ENV = "CHT_MLFLOW_PARENT_RUN_ID"
 PACKAGES = ("torch", "torchvision", "numpy", "mlflow", "scipy", "networkx", "snakemake")
 T = TypeVar("T")
 
@@ -37,6 +40,40 @@ def default_tracking_uri(results_dir: Path = DEFAULT_RESULTS_DIR) -> str:
 def resolve_tracking_uri(results_dir: Path = DEFAULT_RESULTS_DIR) -> str:
     """``MLFLOW_TRACKING_URI`` when set, else the embedded sqlite store under ``results_dir``."""
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(results_dir)
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise first use of an embedded sqlite store across processes.
+
+    mlflow creates and migrates the sqlite schema on first use; two processes doing that at once
+    corrupt each other's migration. Holding a file lock next to the database while opening it makes
+    parallel pipeline jobs safe. Other stores need no lock.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{database}.lock", timeout=600):
+        yield
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Short stable hash of a (nested, JSON-serialisable) configuration, for tagging runs."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def job_tags(rule: str, wildcards: Mapping[str, Any], config_digest: str) -> dict[str, str]:
+    """Tags naming the pipeline job behind a run: rule, wildcards, config hash, scheduler job id."""
+    tags = {"snakemake.rule": rule, "snakemake.wildcards": json.dumps(dict(wildcards), sort_keys=True),
+            "cht.config_hash": config_digest}
+    tags.update({f"snakemake.wildcard.{key}": str(value) for key, value in wildcards.items()})
+    if "SLURM_JOB_ID" in os.environ:
+        tags["slurm.job_id"] = os.environ["SLURM_JOB_ID"]
+    return tags
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -106,6 +143,9 @@ class Tracker:
     """One mlflow run; a no-op when ``enabled`` is false.
 
     Set ``resume_run_id`` before :meth:`run` to continue a run (training resumed from a checkpoint).
+    A run becomes the child of ``parent_run_id``, or of the run named by ``CHT_MLFLOW_PARENT_RUN_ID``.
+    :meth:`start` and :meth:`end` open and close the run where a ``with`` block does not fit (a
+    pipeline's run spans its start and end hooks).
     """
 
     def __init__(self, experiment: str, run_name: str | None = None, enabled: bool = True,
@@ -115,7 +155,7 @@ class Tracker:
         self.experiment = experiment
         self.run_name = run_name
         self.results_dir = Path(results_dir)
-        self.parent_run_id = parent_run_id or os.environ.get("CHT_MLFLOW_PARENT_RUN_ID")
+        self.parent_run_id = parent_run_id or os.environ.get(PARENT_RUN_ENV)
         self.tags = dict(tags or {})
         self.run_id: str | None = None
         self.resume_run_id: str | None = None
@@ -124,19 +164,18 @@ class Tracker:
     @contextmanager
     def run(self) -> Iterator[Tracker]:
         """Open the run for the duration of the block; a failure marks it FAILED."""
-        if not self.enabled:
-            yield self
-            return
-        self._start()
+        self.start()
         try:
             yield self
         except BaseException:
-            retry_locked(lambda: self._client.set_terminated(self.run_id, status="FAILED"))
+            self.end("FAILED")
             raise
-        retry_locked(lambda: self._client.set_terminated(self.run_id, status="FINISHED"))
+        self.end("FINISHED")
 
-    def _start(self) -> None:
-        import mlflow
+    def start(self) -> None:
+        """Create (or resume) the run."""
+        if not self.enabled:
+            return
         from mlflow.tracking import MlflowClient
 
         uri = resolve_tracking_uri(self.results_dir)
@@ -145,19 +184,27 @@ class Tracker:
             self.results_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-        mlflow.set_tracking_uri(uri)
-        self._client = client = MlflowClient(uri)
+        # A client of its own, not mlflow.set_tracking_uri: that would also export MLFLOW_TRACKING_URI to
+        # every subprocess started later (e.g. the jobs of a pipeline run with another results folder).
+        with store_lock(uri):
+            self._client = client = MlflowClient(uri)
+            experiment_id = retry_locked(lambda: self._experiment_id(client, uri))
         if self.resume_run_id:
             retry_locked(lambda: client.update_run(self.resume_run_id, status="RUNNING"))
             self.run_id = self.resume_run_id
             return
-        experiment_id = retry_locked(lambda: self._experiment_id(client, uri))
         tags = {"cht.git_commit": git_commit(), **self.tags}
         tags.update({f"cht.version.{k}": v for k, v in package_versions().items()})
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
         run = retry_locked(lambda: client.create_run(experiment_id, run_name=self.run_name, tags=tags))
         self.run_id = run.info.run_id
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Close the run with ``status`` (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+        if not self.enabled or self.run_id is None:
+            return
+        retry_locked(lambda: self._client.set_terminated(self.run_id, status=status))
 
     def _experiment_id(self, client: Any, uri: str) -> str:
         existing = client.get_experiment_by_name(self.experiment)
@@ -199,6 +246,12 @@ class Tracker:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         retry_locked(lambda: self._client.log_batch(self.run_id, metrics=batch))
+
+    def log_dict(self, values: Mapping[str, Any], artifact_file: str) -> None:
+        """Store ``values`` as a JSON or YAML artifact (format from the file name)."""
+        if not self.enabled:
+            return
+        retry_locked(lambda: self._client.log_dict(self.run_id, dict(values), artifact_file))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if not self.enabled:

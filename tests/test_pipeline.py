@@ -1,0 +1,266 @@
+"""The Snakemake pipeline: configuration checks, the DAG of both shipped configs, lint, a tiny run end to
+end (outputs, mlflow parent and child runs, report) and a run killed mid-training that resumes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from cht.dst import available_methods, get_method
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_CONFIG = ROOT / "config" / "test.yaml"
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+needs_fashion_mnist = pytest.mark.skipif(not FASHION_MNIST.exists(),
+                                         reason="Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist")
+
+
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+            *args]
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the pipeline in ``workdir``, tracking to its embedded store whatever this process has set."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("CHT_MLFLOW_PARENT_RUN_ID", "MLFLOW_TRACKING_URI")}
+    return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True, timeout=timeout,
+                          env=environment)
+
+
+def write_config(path: Path, **changes) -> Path:
+    """The tiny test config with some top-level keys replaced."""
+    config = {**yaml.safe_load(TEST_CONFIG.read_text()), **changes}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The "Job stats" table of a dry run."""
+    table = output[output.index("Job stats:"):]
+    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}
+
+
+# --- checks that need no training: started together, they share the interpreter start-up cost ---------------
+
+BAD_CONFIGS = {
+    "unknown method": ({"methods": ["set", "sett"]}, ["methods", "'sett' is not one of"]),
+    "negative density": ({"densities": [-0.01]}, ["densities", "-0.01"]),
+    "typo in a key": ({"sedes": [0]}, ["'sedes' was unexpected"]),
+    "typo in a training key": ({"train": {"epoch": 1}}, ["'epoch' was unexpected"]),
+    "unknown dataset": ({"datasets": ["fashion-mnist"]}, ["datasets", "'fashion-mnist' is not one of"]),
+    "bad training value": ({"train": {"density_distribution": "gaussian"}}, ["density_distribution", "gaussian"]),
+}
+
+
+@pytest.fixture(scope="module")
+def quick_checks(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Dry runs of the shipped configs and of every bad config, plus lint, run in parallel."""
+    folder = tmp_path_factory.mktemp("checks")
+    default = str(ROOT / "config" / "config.yaml")
+    commands = {"lint": snakemake_command(folder / "lint", "--lint", "--configfile", default)}
+    for name in ("config", "paper"):
+        commands[name] = snakemake_command(folder / name, "-n", "--configfile", str(ROOT / "config" / f"{name}.yaml"))
+    single_epoch = write_config(folder / "single_epoch.yaml", train={"epochs": 1, "max_train_samples": 256})
+    commands["single epoch"] = snakemake_command(folder / "single_epoch", "-n", "--configfile", str(single_epoch))
+    for name, (changes, _) in BAD_CONFIGS.items():
+        workdir = folder / name.replace(" ", "_")
+        workdir.mkdir()
+        config = write_config(workdir / "bad.yaml", **changes)
+        commands[name] = snakemake_command(workdir, "-n", "--configfile", str(config))
+    logs = {name: folder / f"{name}.log" for name in commands}
+    processes = {name: subprocess.Popen(command, stdout=logs[name].open("w"), stderr=subprocess.STDOUT)
+                 for name, command in commands.items()}
+    return {name: subprocess.CompletedProcess(process.args, process.wait(timeout=600), logs[name].read_text(), "")
+            for name, process in processes.items()}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_stops_the_run_naming_the_field(quick_checks, case) -> None:
+    result = quick_checks[case]
+    assert result.returncode != 0, result.stdout
+    for text in BAD_CONFIGS[case][1]:
+        assert text in result.stdout, result.stdout[-3000:]
+    assert "Job stats" not in result.stdout
+
+
+@pytest.mark.parametrize("name", ["config", "paper"])
+def test_dry_run_shows_the_full_grid(quick_checks, name) -> None:
+    result = quick_checks[name]
+    assert result.returncode == 0, result.stdout[-3000:]
+    config = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
+    methods = config.get("methods", available_methods())
+    settings = len(config["datasets"]) * len(config.get("models", ["mlp"])) * len(config.get("dims", [1])) * len(
+        config["densities"])
+    runs = settings * len(methods) * len(config["seeds"])
+    counts = job_counts(result.stdout)
+    assert counts["train"] == runs and counts["analyze_topology"] == runs
+    assert counts["download_dataset"] == len(config["datasets"]) and counts["aggregate"] == 1
+    assert counts["degree_figures"] == settings and counts["anp_figure"] == settings
+    assert counts["learning_figures"] == settings // len(config["datasets"])
+
+
+def test_no_anp_figure_when_no_run_updates_its_topology(quick_checks) -> None:
+    """Topology updates follow finished epochs but the last: a single epoch has none to plot."""
+    result = quick_checks["single epoch"]
+    assert result.returncode == 0, result.stdout[-3000:]
+    counts = job_counts(result.stdout)
+    assert "anp_figure" not in counts and counts["degree_figures"] == 1
+
+
+def test_default_config_trains_every_registered_method() -> None:
+    assert "methods" not in yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_paper_config_overrides_every_key_of_the_default_config() -> None:
+    """Snakemake merges --configfile over config/config.yaml key by key: nothing may leak through."""
+    def keys(mapping: dict, prefix: str = "") -> set[str]:
+        found = set()
+        for key, value in mapping.items():
+            found.add(prefix + key)
+            if isinstance(value, dict):
+                found |= keys(value, f"{prefix}{key}.")
+        return found
+
+    default = keys(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    for name in ("paper", "test"):
+        assert default <= keys(yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())), name
+
+
+def test_lint_passes(quick_checks) -> None:
+    result = quick_checks["lint"]
+    assert result.returncode == 0 and "Congratulations" in result.stdout, result.stdout[-3000:]
+
+
+# --- a tiny real run -------------------------------------------------------------------------------------------
+
+
+def mlflow_runs(results: Path, experiment: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return client.search_runs([experiment_id], max_results=1000)
+
+
+def check_tiny_pipeline_outputs(workdir: Path, config: dict) -> None:
+    """Tables, figures, logs, benchmarks and one mlflow child run per job under one parent run."""
+    results = workdir / "results"
+    runs = pd.read_csv(results / "tables" / "runs.csv")
+    assert sorted(runs["method"]) == sorted(config["methods"])
+    assert (runs["epochs"] == config["train"]["epochs"]).all()
+    summary = pd.read_csv(results / "tables" / "summary.csv")
+    assert summary["method"].tolist() == config["methods"]
+    assert (results / "tables" / "summary.md").read_text().count("\n") == 2 + len(config["methods"])
+    panel = results / "figures" / "fashion_mnist" / "mlp-dim1" / "density0.01"
+    for name in ["anp_over_steps", *(f"degree_distribution_{m}" for m in config["methods"] if get_method(m).sparse)]:
+        assert (panel / f"{name}.png").stat().st_size > 0 and (panel / f"{name}.pdf").exists()
+    assert (results / "figures" / "mlp-dim1" / "density0.01" / "learning_curves.png").exists()
+    logs = workdir / "logs" / config["experiment"]
+    assert list((logs / "train").rglob("*.log")) and list((results / "benchmarks").rglob("*.tsv"))
+
+    tracked = mlflow_runs(results, config["experiment"])
+    parents = [run for run in tracked if run.data.tags.get("cht.pipeline") == "true"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert "snakemake" in parents[0].data.tags["snakemake.command"]
+    children = [run for run in tracked if run not in parents]
+    assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parents[0].info.run_id}
+    rules = sorted(run.data.tags["snakemake.rule"] for run in children)
+    n_runs = len(config["methods"])
+    assert rules == sorted(["download_dataset", "aggregate", "learning_figures", "anp_figure", "degree_figures"]
+                           + ["train"] * n_runs + ["analyze_topology"] * n_runs)
+    assert all(run.info.status == "FINISHED" for run in children)
+    hashes = {run.data.tags["cht.config_hash"] for run in tracked}
+    assert len(hashes) == 1
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_tiny_pipeline_end_to_end_with_tracking_and_report(tmp_path) -> None:
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    result = snakemake(tmp_path, "--configfile", str(TEST_CONFIG), "--cores", "2")
+    assert result.returncode == 0, result.stderr[-5000:]
+    check_tiny_pipeline_outputs(tmp_path, config)
+
+    metrics = json.loads(next((tmp_path / "results" / "runs").rglob("set/seed0/metrics.json")).read_text())
+    assert len(metrics["test_accuracy"]) == config["train"]["epochs"] and not math.isnan(metrics["aae"])
+    again = snakemake(tmp_path, "--configfile", str(TEST_CONFIG), "--cores", "2")
+    assert again.returncode == 0 and "Nothing to be done" in again.stderr + again.stdout
+
+    report = snakemake(tmp_path, "--configfile", str(TEST_CONFIG), "--report", str(tmp_path / "report.html"))
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "report.html").read_text()
+    assert "Active-neuron proportion" in html and "Performance per setting" in html
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_killed_pipeline_reruns_only_the_unfinished_job_and_resumes_training(tmp_path) -> None:
+    epochs = 4
+    config_path = write_config(tmp_path / "resume.yaml", methods=["set"], experiment="cht-resume-test",
+                               train={"epochs": epochs, "batch_size": 32, "max_train_samples": 4000,
+                                      "max_test_samples": 200, "device": "cpu"})
+    target = "results/runs/fashion_mnist/mlp-dim1/density0.01/set/seed0/metrics.json"
+    run_dir = (tmp_path / target).parent
+    process = subprocess.Popen(snakemake_command(tmp_path, "--configfile", str(config_path), "--cores", "1", target),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint = run_dir / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the whole job tree, as a node failure would
+    process.wait()
+    assert checkpoint.exists() and not (run_dir / "metrics.json").exists(), "training ended before the kill"
+
+    assert snakemake(tmp_path, "--configfile", str(config_path), "--unlock").returncode == 0
+    resumed = snakemake(tmp_path, "--configfile", str(config_path), "--cores", "1", target)
+    assert resumed.returncode == 0, resumed.stderr[-5000:]
+    stats = job_counts(resumed.stderr + resumed.stdout)
+    assert stats == {"train": 1, "total": 1}  # the dataset job had finished: it is not redone
+    log = tmp_path / "logs" / "cht-resume-test" / "train" / target.removeprefix("results/runs/").replace(
+        "/metrics.json", ".log")
+    assert re.search(r"resuming from .*checkpoint.pt after epoch \d", log.read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(metrics["test_accuracy"]) == epochs
+
+    train_runs = [run for run in mlflow_runs(tmp_path / "results", "cht-resume-test")
+                  if run.data.tags.get("snakemake.rule") == "train"]
+    assert len(train_runs) == 1 and train_runs[0].info.status == "FINISHED"  # the same run, continued
+
+
+# --- environments ------------------------------------------------------------------------------------------
+
+
+def requirement_names(specs: list) -> set[str]:
+    """Package names of requirement strings such as ``mlflow>=3.17,<3.18`` (conda or pip spelling)."""
+    conda_to_pip = {"pytorch": "torch"}
+    names = set()
+    for spec in specs:
+        if isinstance(spec, str):
+            name = re.split(r"[<>=!~ \[]", spec, maxsplit=1)[0].lower()
+            names.add(conda_to_pip.get(name, name))
+    return names
+
+
+def test_conda_environments_match_the_package_requirements() -> None:
+    """envs/cht.yaml (per-rule) and environment.yml (everything) carry every dependency of pyproject.toml."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    required = requirement_names(project["dependencies"])
+    per_rule = requirement_names(yaml.safe_load((ROOT / "envs" / "cht.yaml").read_text())["dependencies"])
+    everything = requirement_names(yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"])
+    workflow_only = {"snakemake", "snakemake-executor-plugin-slurm"}  # the jobs run under Snakemake already
+    assert required - workflow_only <= per_rule, required - workflow_only - per_rule
+    assert required <= everything, required - everything
+    assert requirement_names(project["optional-dependencies"]["test"]) <= everything

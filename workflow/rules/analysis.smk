@@ -1,0 +1,62 @@
+rule analyze_topology:
+    """Network science of one run's final sparse layers: ANP, power-law exponent, modularity, paths."""
+    input:
+        masks=rules.train.output.masks,
+    output:
+        topology=f"{RESULTS}/runs/{RUN}/topology.json",
+    log:
+        f"{LOGS}/analyze_topology/{RUN}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/analyze_topology/{RUN}.tsv"
+    params:
+        analysis=config["analysis"],
+        job=job_params(),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/cht.yaml"
+    script:
+        "../scripts/analyze_topology.py"
+
+
+rule aggregate:
+    """Mean ± std over seeds of every method in every setting, as CSV, Markdown and LaTeX."""
+    input:
+        metrics=runs(f"{RESULTS}/runs/{RUN}/metrics.json"),
+        topology=runs(f"{RESULTS}/runs/{RUN}/topology.json"),
+    output:
+        runs=f"{RESULTS}/tables/runs.csv",
+        curves=f"{RESULTS}/tables/learning_curves.csv",
+        anp=f"{RESULTS}/tables/anp.csv",
+        summary=f"{RESULTS}/tables/summary.csv",
+        summary_md=f"{RESULTS}/tables/summary.md",
+        summary_tex=f"{RESULTS}/tables/summary.tex",
+        summary_html=report(
+            f"{RESULTS}/tables/summary.html",
+            caption="../report/summary.rst",
+            category="Tables",
+            labels={"table": "performance"},
+        ),
+        topology=f"{RESULTS}/tables/topology.csv",
+        topology_md=f"{RESULTS}/tables/topology.md",
+        topology_tex=f"{RESULTS}/tables/topology.tex",
+        topology_html=report(
+            f"{RESULTS}/tables/topology.html",
+            caption="../report/topology.rst",
+            category="Tables",
+            labels={"table": "topology"},
+        ),
+    log:
+        f"{LOGS}/aggregate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/aggregate.tsv"
+    params:
+        methods=config["methods"],
+        job=job_params(),
+    localrule: True
+    conda:
+        "../../envs/cht.yaml"
+    script:
+        "../scripts/aggregate.py"

@@ -1,0 +1,147 @@
+"""Configuration checks, the grid of runs and the paths every rule shares."""
+
+import itertools
+import math
+import tempfile
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from cht.analysis.figures import CAPTIONS
+from cht.config import ConfigError, TrainConfig
+from cht.data import DATASETS, available_datasets
+from cht.dst import available_methods, get_method
+from cht.models import MODELS
+from cht.tracking import config_hash
+
+
+def validate_config(config: dict) -> None:
+    """Validate against the schema, with the allowed names taken from the library's registries."""
+    schema = yaml.safe_load(Path(workflow.basedir, "workflow", "schemas", "config.schema.yaml").read_text())
+    methods = available_methods()
+    schema["$defs"]["method"]["enum"] = methods
+    schema["$defs"]["dataset"]["enum"] = available_datasets()
+    schema["$defs"]["model"]["enum"] = sorted(MODELS)
+    schema["properties"]["methods"]["default"] = methods
+    with tempfile.TemporaryDirectory() as folder:
+        resolved = Path(folder, "config.schema.yaml")
+        resolved.write_text(yaml.safe_dump(schema))
+        validate(config, str(resolved))
+
+
+validate_config(config)
+
+
+RESULTS = config["results_dir"]
+LOGS = f"logs/{config['experiment']}"
+GRID = {"dataset": config["datasets"], "model": config["models"], "dim": config["dims"],
+        "density": [f"{density:g}" for density in config["densities"]], "method": config["methods"],
+        "seed": config["seeds"]}
+SETTING = "{dataset}/{model}-dim{dim}/density{density}"
+RUN = "{dataset}/{model}-dim{dim}/density{density}/{method}/seed{seed}"
+CONFIG_HASH = config_hash(config)
+
+wildcard_constraints:
+    dataset="[a-z0-9_]+",
+    model="[a-z0-9_]+",
+    method="[a-z0-9_]+",
+    dim=r"\d+",
+    density=r"[0-9.e+-]+",
+    seed=r"\d+",
+
+
+def train_settings(run: dict) -> dict:
+    """The full :class:`cht.config.TrainConfig` of one run (its wildcard values given), as a plain dict."""
+    shared = {**config["train"], **config["train_per_dataset"].get(run["dataset"], {})}
+    return {**shared, "method": run["method"], "dataset": run["dataset"], "model": run["model"],
+            "dim": int(run["dim"]), "density": float(run["density"]), "seed": int(run["seed"]),
+            "data_root": config["data_root"],
+            "data_sources": config["data_sources"], "experiment": config["experiment"],
+            "tracking": config["tracking"], "progress": False}
+
+
+def check_train_settings() -> None:
+    """Build every run's TrainConfig now, so a bad combination stops the pipeline before any job runs."""
+    for values in itertools.product(*GRID.values()):
+        try:
+            TrainConfig.from_dict(train_settings(dict(zip(GRID, values))))
+        except ConfigError as error:
+            raise WorkflowError(f"config train: {error}") from None
+
+
+check_train_settings()
+
+
+def topology_evolves(run: dict) -> bool:
+    """Whether the run's method schedules at least one topology update within its training."""
+    settings = TrainConfig.from_dict(train_settings(run))
+    method = get_method(settings.method).with_schedule(
+        zeta=settings.zeta, zeta_decay=settings.zeta_decay, interval=settings.update_interval,
+        unit=settings.update_unit, end_fraction=settings.end_fraction)
+    if not method.evolves:
+        return False
+    schedule = method.schedule
+    total = settings.epochs
+    if schedule.unit == "step":
+        split_sizes = DATASETS[settings.dataset].split_sizes
+        if split_sizes is None:  # size known only once the data is there; assume a long enough run
+            return True
+        samples = min(split_sizes[0], settings.max_train_samples or split_sizes[0])
+        total *= math.ceil(samples / settings.batch_size)
+    # Updates fall on multiples of the interval, so the first candidate decides.
+    return schedule.is_update(schedule.interval, total)
+
+
+def runs(pattern: str, **subset) -> list[str]:
+    """``pattern`` expanded over the grid, with some wildcards restricted to ``subset`` (a value or a list)."""
+    grid = {**GRID, **{key: value if isinstance(value, list) else [value] for key, value in subset.items()}}
+    return expand(pattern, **grid)
+
+
+def settings() -> list[dict]:
+    """Every (dataset, model, dim, density) combination: one panel of figures each."""
+    keys = ("dataset", "model", "dim", "density")
+    return [dict(zip(keys, values)) for values in itertools.product(*(GRID[key] for key in keys))]
+
+
+def job_params() -> dict:
+    """What every job needs to open its child mlflow run."""
+    return {"experiment": config["experiment"], "tracking": config["tracking"], "results_dir": RESULTS,
+            "config_hash": CONFIG_HASH}
+
+
+# Figures
+
+FIGURES = f"{RESULTS}/figures"
+SPARSE_METHODS = [method for method in config["methods"] if get_method(method).sparse]
+PANEL = "{model}, dim {dim}, density {density}"
+DATASET_PANEL = "{dataset}, {model}, dim {dim}, density {density}"
+
+
+def figure(stem: str, caption: str, panel: str, **labels: str) -> list:
+    """A figure's PNG (shown in the report, with its caption) and PDF (for papers)."""
+    labels = {"figure": caption.replace("_", " "), "panel": panel, **labels}
+    png = report(f"{stem}.png", caption=f"../report/{caption}.rst", category="Figures", subcategory=panel,
+                 labels=labels)
+    return [png, f"{stem}.pdf"]
+
+
+def first_seed_masks(wildcards) -> dict[str, str]:
+    """``masks_<method>``: final masks of every sparse method's first seed in one setting."""
+    return {f"masks_{method}": rules.train.output.masks.format(**wildcards, method=method, seed=config["seeds"][0])
+            for method in SPARSE_METHODS}
+
+
+def figure_targets() -> list[str]:
+    """Every figure of the configured grid (ANP only where some run's topology evolves)."""
+    targets = []
+    for setting in settings():
+        targets += expand(rules.learning_figures.output, **setting)
+        if SPARSE_METHODS:
+            targets += expand(rules.degree_figures.output, **setting)
+        if any(topology_evolves({**setting, "method": method, "seed": config["seeds"][0]})
+               for method in config["methods"]):
+            targets += expand(rules.anp_figure.output, **setting)
+    return targets

@@ -1,0 +1,47 @@
+"""What every pipeline script shares: the library of this checkout, its thread count, its log file and its
+child mlflow run.
+
+Import it before ``cht``: it puts the checkout first on the module path, so jobs run the workflow's own
+library even in per-rule conda environments that do not install it, and it caps numba's threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+# Snakemake caps the BLAS and OpenMP libraries at the job's threads through OMP_NUM_THREADS; numba (the
+# topology kernels) reads NUMBA_NUM_THREADS instead and would start one thread per core, whose spinning
+# workers slow jobs running side by side down many times over.
+os.environ["NUMBA_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
+
+from cht.tracking import Tracker, job_tags  # noqa: E402 (needs the path above)
+
+
+def job_tracker(snakemake: Any) -> Tracker:
+    """The job's child run (under the pipeline's parent run), tagged with its rule and wildcards."""
+    job = snakemake.params.job
+    wildcards = dict(snakemake.wildcards.items())
+    name = f"{snakemake.rule}({', '.join(f'{key}={value}' for key, value in wildcards.items())})"
+    return Tracker(job["experiment"], run_name=name, enabled=job["tracking"], results_dir=Path(job["results_dir"]),
+                   tags=job_tags(snakemake.rule, wildcards, job["config_hash"]))
+
+
+@contextmanager
+def logged(snakemake: Any) -> Iterator[None]:
+    """Send the job's printed output, warnings and log records to its log file."""
+    with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+        logging.basicConfig(stream=log, level=logging.INFO, force=True)
+        yield
+
+
+def log_outputs(tracker: Tracker, snakemake: Any) -> None:
+    """Attach every output file of the job to its run."""
+    for path in snakemake.output:
+        tracker.log_artifact(Path(path))

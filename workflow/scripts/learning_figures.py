@@ -1,0 +1,18 @@
+"""Learning curves and area across epochs of one model/width/density, one panel per dataset."""
+
+from pathlib import Path
+
+import pandas as pd
+from jobs import job_tracker, log_outputs, logged
+
+from cht.analysis.figures import plot_aae_bars, plot_learning_curves
+from cht.results import select
+
+with logged(snakemake):
+    tracker = job_tracker(snakemake)
+    with tracker.run():
+        curves = select(pd.read_csv(snakemake.input.curves), **dict(snakemake.wildcards.items()))
+        output = snakemake.output
+        plot_learning_curves(curves, Path(output.learning_curves[0]).with_suffix(""))
+        plot_aae_bars(curves, Path(output.aae_bars[0]).with_suffix(""))
+        log_outputs(tracker, snakemake)
