@@ -46,7 +46,8 @@ def local_test_profile(folder: Path) -> Path:
     profile["default-resources"].update(mem_mb=1000, cpus_per_task=1)
     profile["set-threads"] = {rule: 1 for rule in profile["set-threads"]}
     profile.update({"slurm-status-command": "squeue", "slurm-no-account": True, "retries": 0,
-                    "slurm-init-seconds-before-status-checks": 1, "latency-wait": 5, "jobs": 4})
+                    "slurm-init-seconds-before-status-checks": 1, "seconds-between-status-checks": 2,
+                    "latency-wait": 5, "jobs": 4})
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
     return folder

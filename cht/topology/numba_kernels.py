@@ -26,7 +26,12 @@ AVAILABLE = numba is not None
 
 
 def scores(graph: Bipartite, rule: Rule, dtype: torch.dtype) -> torch.Tensor:
-    """Scores of every pair (links included) as a CPU tensor of ``dtype`` (float32 or float64)."""
+    """Scores of every pair (links included) as a CPU tensor of ``dtype`` (float32 or float64).
+
+    numba's pool would otherwise use every core whatever torch was told: two trainings sharing a
+    machine then spin against each other (seen: 20× slower epochs). Follow torch's thread count.
+    """
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     adjacency = tuple(t.numpy() for t in (graph.in_ptr, graph.out_of, graph.out_ptr, graph.in_of))
     k_offsets, k_factors = (t.numpy() for t in factor_table(rule.factor, graph.in_degree, dtype))
     u_offsets, u_factors = (t.numpy() for t in factor_table(rule.factor, graph.out_degree, dtype))
