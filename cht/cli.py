@@ -55,6 +55,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    parser.add_argument("--backend", choices=["auto", "masked", "sparse"],
+                        help="sparse-layer storage: auto (sparse on CPU at low density), masked or sparse")
     parser.add_argument("--max-train-samples", type=_positive_int, help="use only the first N training samples")
     parser.add_argument("--max-test-samples", type=_positive_int, help="use only the first N test samples")
     parser.add_argument("--zeta", type=_fraction, help="fraction of links replaced at each evolution step")

@@ -18,7 +18,9 @@ class ConfigError(ValueError):
 
 
 # Fields that change how a run is observed, not what it computes: they stay out of the run's identity.
-OBSERVATION_FIELDS = frozenset({"device", "progress", "tracking", "experiment", "data_sources"})
+# The storage backend computes the same function (to float rounding), so a run may resume on another.
+OBSERVATION_FIELDS = frozenset({"device", "backend", "progress", "tracking", "experiment", "data_sources"})
+BACKEND_CHOICES = ("auto", "masked", "sparse")
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TrainConfig:
     lr_decay_fraction: float = 0.9
     seed: int = 0
     device: str = "auto"
+    backend: str = "auto"
     max_train_samples: int | None = None
     max_test_samples: int | None = None
     data_root: str = "data"
@@ -67,7 +70,7 @@ class TrainConfig:
         self._check_types()
         choices = {
             "method": available_methods(), "dataset": available_datasets(), "model": sorted(MODELS),
-            "density_distribution": list(DISTRIBUTIONS),
+            "density_distribution": list(DISTRIBUTIONS), "backend": list(BACKEND_CHOICES),
         }
         optional_choices = {"update_unit": list(UNITS), "zeta_decay": list(ZETA_DECAYS)}
         for name, allowed in {**choices, **optional_choices}.items():

@@ -1,7 +1,9 @@
 """Training loop for sparse and dense models, with checkpoints that a rerun resumes from.
 
-One epoch: shuffled mini-batches from in-memory tensors, SGD with momentum, masks re-applied after
-every optimiser step, topology updates when the method's schedule says so, then test accuracy.
+One epoch: shuffled mini-batches from in-memory tensors, SGD with momentum, the sparse layers'
+invariant restored after every optimiser step, test accuracy, then a topology update when the
+method's schedule says so (updates scheduled by step happen right after their step, except one that
+falls on an epoch's last step, which waits for the evaluation).
 A checkpoint after every epoch holds everything needed to continue bit-for-bit (model, optimiser,
 scheduler, evolution state, random generators, metrics so far).
 """
@@ -22,19 +24,22 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cht.analysis.graph import active_neurons
 from cht.config import TrainConfig
 from cht.data import DATASETS, dataset_checksum, load_tensors, prepare_dataset
 from cht.dst import Evolution, get_method
 from cht.init import init_topology, init_weights
 from cht.init.topology import InitContext
 from cht.models import build_model
-from cht.sparse import apply_masks, link_counts, sparse_layers
+from cht.sparse import after_optimizer_step, align_optimizer_state, link_counts, sparse_layers
 from cht.tracking import Tracker
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
 MASKS = "masks.pt"
+INITIAL_MASKS = "initial_masks.pt"
+# At or below this density the sparse backend trains faster than the masked one on a CPU
+# (bench/train_throughput.py: paper MLP, batch 32 and 256, 1 and 2 threads).
+SPARSE_BACKEND_MAX_DENSITY = 0.1
 
 
 class TrainingDiverged(RuntimeError):
@@ -103,8 +108,16 @@ def final_link_counts(model: nn.Module, config: TrainConfig) -> list[int]:
     return link_counts(shapes, config.density, config.density_distribution)
 
 
+def resolve_backend(config: TrainConfig, device: torch.device) -> str:
+    """The storage backend of the sparse layers: ``auto`` takes the sparse one on the CPU at densities
+    where it is faster (``SPARSE_BACKEND_MAX_DENSITY``, from ``bench/train_throughput.py``)."""
+    if config.backend != "auto":
+        return config.backend
+    return "sparse" if device.type == "cpu" and config.density <= SPARSE_BACKEND_MAX_DENSITY else "masked"
+
+
 def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: torch.Tensor) -> None:
-    """Give every sparse layer its initial mask (exact link count) and weights, per the method.
+    """Give every sparse layer its initial links (exact count) and weights, per the method.
 
     Methods with a density schedule (GraNet, CHTss) start denser than ``config.density``.
     """
@@ -119,13 +132,22 @@ def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: t
         context = InitContext(layer_index=index, generator=generator,
                               extras={"dataset": config.dataset, "train_inputs": train_inputs,
                                       "data_root": config.data_root})
-        adjacency = init_topology(method.topology_init, n_in, n_out, n_links, context)
-        layer.set_mask(adjacency.t())
-        init_weights(method.weight_init, layer.weight.data, layer.mask, generator)
+        links = init_topology(method.topology_init, n_in, n_out, n_links, context)
+        layer.set_links(links, init_weights(method.weight_init, layer.shape, links, generator))
+
+
+def layer_links(layers: list) -> list[torch.Tensor]:
+    """Every sparse layer's adjacency ``(in, out)`` on the CPU, as ``masks.pt`` stores it."""
+    return [layer.adjacency.cpu().clone() for layer in layers]
 
 
 def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
-    """Train one model as ``config`` says, writing checkpoints, ``metrics.json`` and masks to ``out_dir``."""
+    """Train one model as ``config`` says, writing checkpoints, ``metrics.json`` and masks to ``out_dir``.
+
+    Each epoch trains, then evaluates, then (when the schedule says so) evolves the topology: every
+    accuracy is measured on a topology that was trained for a whole epoch, as in the authors' loop,
+    which evolves at the start of the next epoch (``run.py``, ICLR release ``dfbd68d``).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -141,13 +163,24 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     method = get_method(config.method).with_schedule(
         zeta=config.zeta, zeta_decay=config.zeta_decay, interval=config.update_interval,
         unit=config.update_unit, end_fraction=config.end_fraction)
+    backend = resolve_backend(config, device)
     model = build_model(config.model, spec.input_shape, spec.num_classes, dim=config.dim, sparse=method.sparse)
     build_sparse_topology(model, config, x_train)
-    model.to(device)
-    x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
     layers = sparse_layers(model)
     initial_links = [layer.n_links for layer in layers]
+    initial_masks = layer_links(layers)
+    for layer in layers:
+        layer.to_backend(backend)
+    model.to(device)
+    x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
 
+    checkpoint_path = out_dir / CHECKPOINT
+    state = torch.load(checkpoint_path, map_location=device, weights_only=False) if checkpoint_path.exists() else None
+    if state is not None:
+        if state["identity"] != config.identity():
+            raise RuntimeError(f"{checkpoint_path} was written by a different configuration; delete it or "
+                               f"choose another output directory")
+        model.load_state_dict(state["model"])  # before the optimiser: sparse layers get new parameters
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, config))
@@ -155,22 +188,17 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
                           torch.Generator(device=device).manual_seed(config.seed + 1),
                           final_links=final_link_counts(model, config))
     shuffle_generator = torch.Generator().manual_seed(config.seed + 2)
-    history = History()
+    history = History(anp=[evolution.activity().anp] if layers else [])
     start_epoch = 0
-
-    checkpoint_path = out_dir / CHECKPOINT
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        if state["identity"] != config.identity():
-            raise RuntimeError(f"{checkpoint_path} was written by a different configuration; delete it or "
-                               f"choose another output directory")
-        model.load_state_dict(state["model"])
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
+        align_optimizer_state(optimizer, layers)
         scheduler.load_state_dict(state["scheduler"])
         evolution.load_state_dict(state["evolution"])
         shuffle_generator.set_state(state["shuffle_generator"])
         torch.set_rng_state(state["torch_rng"])
         history = History(**state["history"])
+        initial_links, initial_masks = state["initial_links"], state["initial_masks"]
         start_epoch = state["epoch"] + 1
         tracker.resume_run_id = state["mlflow_run_id"]
 
@@ -179,16 +207,26 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     total_steps = steps_per_epoch * config.epochs
     loss_function = nn.CrossEntropyLoss()
     checksum = dataset_checksum(config.dataset, root)
+
+    def evolve(steps_done: int, epoch: int) -> None:
+        record = evolution.update(steps_done / total_steps, epoch=epoch, step=steps_done)
+        evolution.capture_gradients(False)
+        history.evolution.append(record.to_dict())
+        history.anp.append(record.anp)
+        tracker.log_metrics(evolution_metrics(record.to_dict()), step=steps_done)
+
     with tracker.run():
         if start_epoch == 0:
-            tracker.log_params(config.to_dict())
+            tracker.log_params({**config.to_dict(), "resolved_backend": backend})
             tracker.set_tags({"cht.device": str(device), "cht.dataset_checksum": checksum,
                               "cht.method": config.method, "cht.dataset": config.dataset})
+            write_atomic(out_dir / INITIAL_MASKS, lambda path: torch.save(initial_masks, path))
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             model.train()
             order = torch.randperm(n_train, generator=shuffle_generator).to(device)
             total_loss = torch.zeros((), device=device)
+            pending_update = 0
             batches = tqdm(range(steps_per_epoch), desc=f"{config.method} epoch {epoch + 1}/{config.epochs}",
                            leave=False, disable=not config.progress)
             for batch in batches:
@@ -201,14 +239,12 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
                 loss = loss_function(model(x_train[index]), y_train[index])
                 loss.backward()
                 optimizer.step()
-                apply_masks(layers)
+                after_optimizer_step(layers)
                 total_loss += loss.detach() * len(index)
-                if update_due:
-                    record = evolution.update(steps_done / total_steps, epoch=epoch + 1, step=steps_done)
-                    evolution.capture_gradients(False)
-                    history.evolution.append(record.to_dict())
-                    history.anp.append(record.anp)
-                    tracker.log_metrics(evolution_metrics(record.to_dict()), step=steps_done)
+                if update_due and not epoch_end:
+                    evolve(steps_done, epoch + 1)
+                elif update_due:
+                    pending_update = steps_done  # after this epoch's evaluation
             scheduler.step()
             train_loss = float(total_loss) / n_train
             if not math.isfinite(train_loss):
@@ -217,6 +253,8 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
             accuracy = evaluate(model, x_test, y_test)
             history.test_accuracy.append(accuracy)
             history.train_loss.append(train_loss)
+            if pending_update:
+                evolve(pending_update, epoch + 1)
             history.epoch_seconds.append(time.perf_counter() - started)
             tracker.log_metrics({"test_accuracy": accuracy, "train_loss": train_loss,
                                  "lr": optimizer.param_groups[0]["lr"],
@@ -225,16 +263,16 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
                 tqdm.write(f"{config.method} epoch {epoch + 1}/{config.epochs}: loss {train_loss:.4f}, "
                            f"test accuracy {accuracy:.4f}")
             state = {
-                "identity": config.identity(), "epoch": epoch, "model": model.state_dict(),
+                "identity": config.identity(), "epoch": epoch, "backend": backend, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "evolution": evolution.state_dict(), "shuffle_generator": shuffle_generator.get_state(),
                 "torch_rng": torch.get_rng_state(), "history": history.__dict__, "mlflow_run_id": tracker.run_id,
+                "initial_links": initial_links, "initial_masks": initial_masks,
             }
             write_atomic(checkpoint_path, lambda path: torch.save(state, path))
 
-        metrics = summarise(config, history, layers, initial_links, device, checksum)
-        masks = [layer.adjacency.cpu().clone() for layer in layers]
-        write_atomic(out_dir / MASKS, lambda path: torch.save(masks, path))
+        metrics = summarise(config, history, evolution, initial_links, device, checksum, backend)
+        write_atomic(out_dir / MASKS, lambda path: torch.save(layer_links(layers), path))
         write_atomic(out_dir / METRICS, lambda path: path.write_text(json.dumps(metrics, indent=2)))
         tracker.log_metrics({"final_test_accuracy": metrics["final_test_accuracy"],
                              "best_test_accuracy": metrics["best_test_accuracy"], "aae": metrics["aae"],
@@ -256,10 +294,17 @@ def evolution_metrics(record: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def summarise(config: TrainConfig, history: History, layers: list, initial_links: list[int],
-              device: torch.device, checksum: str) -> dict[str, Any]:
-    """The content of ``metrics.json``."""
-    activity = active_neurons([layer.adjacency for layer in layers]) if layers else None
+def summarise(config: TrainConfig, history: History, evolution: Evolution, initial_links: list[int],
+              device: torch.device, checksum: str, backend: str) -> dict[str, Any]:
+    """The content of ``metrics.json``.
+
+    ``aae`` (area across epochs) is the mean of the per-epoch test accuracies: a learning-speed measure.
+    ``anp`` starts with the active-neuron proportion at initialisation (CSTI can leave neurons unlinked),
+    followed by one entry per topology update; ``early_stop_update`` gives, per sparse layer, the update
+    at which it first signalled early stop (``null`` if never).
+    """
+    layers = evolution.layers
+    activity = evolution.activity() if layers else None
     return {
         "method": config.method, "dataset": config.dataset, "model": config.model, "dim": config.dim,
         "density": config.density, "seed": config.seed, "epochs": config.epochs,
@@ -272,10 +317,12 @@ def summarise(config: TrainConfig, history: History, layers: list, initial_links
         "anp": history.anp,
         "final_anp": activity.anp if activity else 1.0,
         "active_per_layer": activity.per_layer if activity else [],
+        "early_stop_update": list(evolution.signal_updates),
         "evolution": history.evolution,
         "epoch_seconds": history.epoch_seconds,
         "train_time_s": sum(history.epoch_seconds),
         "device": str(device),
+        "backend": backend,
         "dataset_checksum": checksum,
         "config": config.to_dict(),
     }

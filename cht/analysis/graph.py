@@ -84,6 +84,17 @@ def active_neurons(masks: Sequence[MaskLike]) -> ActiveNeurons:
     return ActiveNeurons(per_layer=per_layer, sizes=sizes, anp=sum(per_layer) / sum(sizes))
 
 
+def active_neurons_of_links(links: Sequence[torch.Tensor], shapes: Sequence[tuple[int, int]]) -> ActiveNeurons:
+    """:func:`active_neurons` of layers given as link sets (sorted positions ``o * n_in + i`` in layer
+    convention ``(out, in)``, see :mod:`cht.sparse.links`): memory follows the links, not the positions."""
+    if not links or len(links) != len(shapes):
+        raise ValueError(f"need one link set per shape, got {len(links)} link sets and {len(shapes)} shapes")
+    counts = [torch.unique(index % n_in).numel() for index, (_, n_in) in zip(links, shapes)]
+    counts.append(torch.unique(torch.div(links[-1], shapes[-1][1], rounding_mode="floor")).numel())
+    sizes = [shapes[0][1]] + [n_out for n_out, _ in shapes]
+    return ActiveNeurons(per_layer=counts, sizes=sizes, anp=sum(counts) / sum(sizes))
+
+
 @dataclass(frozen=True)
 class LayeredGraph:
     """Symmetric CSR adjacency of the whole layered network plus each node's neuron layer."""

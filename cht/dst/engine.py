@@ -10,7 +10,11 @@ Each update, per sparse layer:
 4. **regrow** ``target − survivors`` links with the regrowth rule, so every layer ends the step on the
    schedule's exact link count (the ICLR-faithful CH selection may land a few links off; the next step
    regrows towards the target again);
-5. mask weights and optimiser state and record what happened.
+5. hand each layer its new link set (the layer carries weights and optimiser state) and record what
+   happened.
+
+The engine speaks to layers only through their link interface (:class:`cht.sparse.SparseLinear`): it
+works the same on the masked and the sparse storage backend and never allocates a dense matrix itself.
 
 Removed-then-regrown links keep their weight; links that are new start at zero; pruned, removed and
 percolated links that stay out have weight zero. Early stop freezes the topology once regrowth keeps
@@ -27,14 +31,14 @@ from typing import Any
 
 import torch
 
-from cht.analysis.graph import active_neurons
+from cht.analysis.graph import ActiveNeurons, active_neurons_of_links
 from cht.dst.methods import Method
 from cht.dst.percolation import percolate
 from cht.dst.regrowth import RegrowthContext
 from cht.dst.removal import MagnitudeTopKRemoval, RemovalContext
 from cht.dst.timing import timed
+from cht.sparse import links as L
 from cht.sparse.layer import SparseLinear
-from cht.sparse.optim import mask_optimizer_state
 
 # Density schedules prune by magnitude, as gradual magnitude pruning (GraNet) and the CHTss code do.
 MAGNITUDE_PRUNING = MagnitudeTopKRemoval()
@@ -103,11 +107,13 @@ class Evolution:
         if len(self.final_links) != len(layers):
             raise ValueError(f"final_links has {len(self.final_links)} entries for {len(layers)} sparse layers")
         for index, (layer, count) in enumerate(zip(layers, self.final_links)):
-            if not 0 <= count <= layer.mask.numel():
-                raise ValueError(f"final_links[{index}] = {count} does not fit a layer of "
-                                 f"{layer.mask.numel()} positions")
+            positions = layer.in_features * layer.out_features
+            if not 0 <= count <= positions:
+                raise ValueError(f"final_links[{index}] = {count} does not fit a layer of {positions} positions")
         self.frozen = False
         self.layer_signals = [False] * len(layers)
+        self.updates = 0
+        self.signal_updates: list[int | None] = [None] * len(layers)
         self.closing = False
 
     def due(self, epochs_done: int, total_epochs: int, steps_done: int, total_steps: int,
@@ -125,9 +131,7 @@ class Evolution:
     def capture_gradients(self, enabled: bool) -> None:
         """Ask the layers to keep the dense gradient of the next backward pass (for gradient rules)."""
         for layer in self.layers:
-            layer.capture_dense_grad = enabled and self.method.needs_dense_grad
-            if not layer.capture_dense_grad:
-                layer.dense_grad = None
+            layer.capture_gradient(enabled and self.method.needs_dense_grad)
 
     def target_links(self, progress: float) -> list[int]:
         """Per-layer link counts the density schedule asks for at ``progress``.
@@ -146,7 +150,8 @@ class Evolution:
         zeta = method.schedule.fraction(progress)
         targets = self.target_links(progress)
         seconds: dict[str, float] = {}
-        device = self.layers[0].mask.device if self.layers else torch.device("cpu")
+        device = self.layers[0].links.device if self.layers else torch.device("cpu")
+        shapes = [layer.shape for layer in self.layers]
 
         with timed(seconds, "removal", device):
             pruned = []
@@ -154,38 +159,41 @@ class Evolution:
                 excess = max(layer.n_links - target, 0) if method.density.end > 0 else 0
                 pruned.append(excess)
                 if excess:
-                    layer.set_mask(layer.mask & ~MAGNITUDE_PRUNING.lowest(layer, excess))
+                    weakest = MAGNITUDE_PRUNING.lowest(layer, excess)
+                    layer.set_links(layer.links[~weakest], optimizer=self.optimizer)
             removal_context = RemovalContext(progress=progress, generator=self.generator)
             removed = [method.removal(layer, zeta, removal_context) for layer in self.layers]
-        kept = [layer.mask & ~gone for layer, gone in zip(self.layers, removed)]
+        kept = [layer.links[~gone] for layer, gone in zip(self.layers, removed)]
         if method.percolation:
             with timed(seconds, "percolation", device):
-                kept = [a.t() for a in percolate([k.t() for k in kept])]
+                kept = percolate(kept, shapes)
 
         changes = []
         with timed(seconds, "regrowth", device):
             for layer, gone, survivors, target, n_pruned in zip(self.layers, removed, kept, targets, pruned):
-                dropped = layer.mask & ~survivors
-                n_missing = max(target - int(survivors.sum()), 0)
-                context = RegrowthContext(mask=survivors, progress=progress, generator=self.generator,
+                dropped = layer.links[~L.contains(survivors, layer.links)]
+                context = RegrowthContext(survivors=survivors, progress=progress, generator=self.generator,
                                           timings=seconds)
-                grown = method.regrowth(layer, ~survivors, n_missing, context)
-                regrown = int(grown.sum())
-                n_removed = int(gone.sum())
-                overlap = int((grown & dropped).sum()) / regrown if regrown else 0.0
-                layer.set_mask(survivors | grown)
-                changes.append(LayerChange(removed=n_removed, percolated=int(dropped.sum()) - n_removed,
+                grown = method.regrowth(layer, max(target - survivors.numel(), 0), context)
+                regrown, n_removed = grown.numel(), int(gone.sum())
+                overlap = int(L.contains(dropped, grown).sum()) / regrown if regrown else 0.0
+                layer.set_links(L.merge(survivors, grown), optimizer=self.optimizer)
+                changes.append(LayerChange(removed=n_removed, percolated=dropped.numel() - n_removed,
                                            regrown=regrown, overlap=overlap, links=layer.n_links,
                                            pruned=n_pruned, target=target,
                                            fallback=context.stats.get("fallback", 0)))
-        mask_optimizer_state(self.optimizer, self.layers)
+        self.updates += 1
         self._check_early_stop(changes, targets)
         self.closing = False
 
-        activity = active_neurons([layer.adjacency for layer in self.layers])
+        activity = self.activity()
         return EvolutionRecord(epoch=epoch, step=step, progress=progress, zeta=zeta, layers=changes,
                                active_per_layer=activity.per_layer, anp=activity.anp, seconds=seconds,
                                frozen=self.frozen)
+
+    def activity(self) -> ActiveNeurons:
+        """Active neurons of the current topology (see :func:`cht.analysis.graph.active_neurons`)."""
+        return active_neurons_of_links([layer.links for layer in self.layers], [layer.shape for layer in self.layers])
 
     def _check_early_stop(self, changes: list[LayerChange], targets: list[int]) -> None:
         """Freeze when every layer's overlap exceeds the threshold (now, or at some step if sticky)."""
@@ -196,6 +204,8 @@ class Evolution:
         if early_stop.sticky:
             signals = [now or before for now, before in zip(signals, self.layer_signals)]
         self.layer_signals = signals
+        self.signal_updates = [first if first is not None or not now else self.updates
+                               for first, now in zip(self.signal_updates, signals)]
         density_settled = targets == self.final_links
         if density_settled and all(signals):
             self.frozen = True
@@ -203,11 +213,14 @@ class Evolution:
     def state_dict(self) -> dict[str, Any]:
         return {"frozen": self.frozen, "generator": self.generator.get_state(),
                 "layer_signals": list(self.layer_signals), "initial_links": list(self.initial_links),
+                "updates": self.updates, "signal_updates": list(self.signal_updates),
                 "final_links": list(self.final_links)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.frozen = state["frozen"]
         self.generator.set_state(state["generator"])
         self.layer_signals = list(state.get("layer_signals", self.layer_signals))
+        self.updates = state.get("updates", self.updates)
+        self.signal_updates = list(state.get("signal_updates", self.signal_updates))
         self.initial_links = list(state.get("initial_links", self.initial_links))
         self.final_links = list(state.get("final_links", self.final_links))

@@ -13,21 +13,28 @@ from collections.abc import Sequence
 
 import torch
 
+from cht.sparse import links as L
 
-def percolate(adjacencies: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Return percolated copies of consecutive adjacencies (each ``(n_in, n_out)``, bool).
+
+def percolate(link_sets: Sequence[torch.Tensor], shapes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """Percolated copies of consecutive layers' link sets (sorted positions, layer convention ``(out, in)``).
 
     Only hidden neurons (between two sparse layers) are affected: the network's inputs and the last
     sparse layer's outputs (which feed a dense classifier) are never percolated.
     """
-    result = [a.clone() for a in adjacencies]
-    for left, right in zip(result[:-1], result[1:]):
-        if left.shape[1] != right.shape[0]:
-            raise ValueError(f"consecutive layers do not chain: {tuple(left.shape)} then {tuple(right.shape)}")
+    if len(link_sets) != len(shapes):
+        raise ValueError(f"{len(link_sets)} link sets for {len(shapes)} layer shapes")
+    for left, right in zip(shapes[:-1], shapes[1:]):
+        if left[0] != right[1]:
+            raise ValueError(f"consecutive layers do not chain: {left[0]} outputs then {right[1]} inputs "
+                             f"(shapes {tuple(left)} then {tuple(right)}, layer convention (out, in))")
+    result = list(link_sets)
     for index in reversed(range(len(result) - 1)):
-        without_outputs = ~result[index + 1].any(dim=1)
-        result[index][:, without_outputs] = False
+        _, has_outputs = L.degrees(result[index + 1], shapes[index + 1])
+        rows, _ = L.rows_cols(result[index], shapes[index][1])
+        result[index] = result[index][has_outputs[rows] > 0]
     for index in range(len(result) - 1):
-        without_inputs = ~result[index].any(dim=0)
-        result[index + 1][without_inputs, :] = False
+        has_inputs, _ = L.degrees(result[index], shapes[index])
+        _, cols = L.rows_cols(result[index + 1], shapes[index + 1][1])
+        result[index + 1] = result[index + 1][has_inputs[cols] > 0]
     return result

@@ -1,14 +1,17 @@
 """Regrowth rules: where an evolution step adds links.
 
-A rule sees the layer (its mask not yet changed), the post-removal mask in the context, the candidate
-positions (non-links after removal, layer convention ``(out, in)``) and how many links to add, and
-returns a boolean mask of new links inside the candidates.
+A rule sees the layer (its links not yet changed), the post-removal link set ``context.survivors``
+(sorted flat positions, layer convention ``(out, in)``, see :mod:`cht.sparse.links`) and how many links
+to add, and returns the sorted positions of the new links: never a survivor, possibly a link that was
+just removed (it then keeps its weight).
 
-Every rule except the ICLR-faithful CH selection returns exactly ``n`` links. When a CH rule finds fewer
-than ``n`` candidates with a positive score, it grows all of them and fills the shortage uniformly at
-random, first among candidates joining two neurons that still have links in this layer (so the fill
-does not revive neurons that percolation or removal left without links), then among all candidates;
-the number of links filled that way is reported as ``stats["fallback"]``.
+Every rule except the ICLR-faithful CH selection returns exactly ``n`` links (fewer only when fewer free
+positions exist). When a CH rule finds fewer than ``n`` candidates with a positive score, it grows all
+of them and fills the shortage uniformly at random, first among positions joining two neurons that
+still have links in this layer (so the fill does not revive neurons that percolation or removal left
+without links), then among all free positions; the number of links filled that way is reported as
+``stats["fallback"]``. Rules that score every position (gradients, CH scores) build the dense matrix
+they need; random regrowth and the fill never do.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import torch
 from cht import topology
 from cht.dst.removal import dense_gradient
 from cht.dst.timing import timed
-from cht.init.selection import largest_k, random_links
+from cht.init.selection import largest_k
+from cht.sparse import links
 from cht.sparse.layer import SparseLinear
 
 CH_SELECTIONS = ("top_n", "iclr")
@@ -29,13 +33,13 @@ CH_SELECTIONS = ("top_n", "iclr")
 
 @dataclass
 class RegrowthContext:
-    """Per-step information a rule may use: the post-removal mask, progress in [0, 1], randomness.
+    """Per-step information a rule may use: the post-removal links, progress in [0, 1], randomness.
 
     Rules that score candidates add their phase times (``scoring``, ``selection``) to ``timings``
     (shared by all layers of one update) and per-layer counts (e.g. ``fallback``) to ``stats``.
     """
 
-    mask: torch.Tensor
+    survivors: torch.Tensor
     progress: float
     generator: torch.Generator
     timings: dict[str, float] = field(default_factory=dict)
@@ -43,25 +47,29 @@ class RegrowthContext:
 
 
 class RegrowthRule(Protocol):
-    def __call__(self, layer: SparseLinear, candidates: torch.Tensor, n: int,
-                 context: RegrowthContext) -> torch.Tensor: ...
+    def __call__(self, layer: SparseLinear, n: int, context: RegrowthContext) -> torch.Tensor: ...
 
 
-def fill_shortage(grown: torch.Tensor, candidates: torch.Tensor, n: int,
-                  context: RegrowthContext) -> torch.Tensor:
-    """Top ``grown`` up to ``n`` links with uniform random candidates, preferring active neurons."""
-    missing = n - int(grown.sum())
+def free_count(layer: SparseLinear, context: RegrowthContext) -> int:
+    """Positions not held by a survivor."""
+    return layer.in_features * layer.out_features - context.survivors.numel()
+
+
+def fill_shortage(layer: SparseLinear, grown: torch.Tensor, n: int, context: RegrowthContext) -> torch.Tensor:
+    """Top ``grown`` up to ``n`` links with uniform random free positions, preferring active neurons."""
+    missing = min(n, free_count(layer, context)) - grown.numel()
     context.stats["fallback"] = max(missing, 0)
     if missing <= 0:
         return grown
-    open_positions = candidates & ~grown
-    mask = context.mask
-    between_active = open_positions & mask.any(dim=1, keepdim=True) & mask.any(dim=0, keepdim=True)
-    from_active = min(missing, int(between_active.sum()))
-    extra = random_links(between_active, from_active, context.generator)
-    if missing > from_active:
-        extra |= random_links(open_positions & ~extra, missing - from_active, context.generator)
-    return grown | extra
+    occupied = links.merge(context.survivors, grown)
+    out_degree, in_degree = links.degrees(context.survivors, layer.shape)
+    active_rows, active_cols = out_degree.nonzero().squeeze(1), in_degree.nonzero().squeeze(1)
+    from_active = min(missing, links.count_free(layer.shape, occupied, active_rows, active_cols))
+    extra = links.random_free_positions(layer.shape, occupied, from_active, context.generator,
+                                        rows=active_rows, cols=active_cols)
+    rest = links.random_free_positions(layer.shape, links.merge(occupied, extra), missing - from_active,
+                                       context.generator)
+    return links.merge(grown, extra, rest)
 
 
 def _check_ch_rule(rule: str, owner: str) -> None:
@@ -69,29 +77,39 @@ def _check_ch_rule(rule: str, owner: str) -> None:
         raise ValueError(f"{owner}: rule {rule!r} is not one of {topology.available_rules()}")
 
 
-def ch_scores(rule: str, context: RegrowthContext) -> torch.Tensor:
-    """Scores of the post-removal mask in layer convention ``(out, in)``, timed as ``scoring``."""
-    with timed(context.timings, "scoring", context.mask.device):
-        return topology.link_scores(context.mask.t(), rule=rule).t()
+def survivor_adjacency(layer: SparseLinear, context: RegrowthContext) -> torch.Tensor:
+    """Dense boolean adjacency ``(in, out)`` of the survivors, the topology code's convention."""
+    return links.to_mask(context.survivors, layer.shape).t()
+
+
+def ch_scores(rule: str, adjacency: torch.Tensor, context: RegrowthContext) -> torch.Tensor:
+    """CH scores ``(in, out)`` of the post-removal adjacency, timed as ``scoring``."""
+    with timed(context.timings, "scoring", adjacency.device):
+        return topology.link_scores(adjacency, rule=rule)
+
+
+def positions_of(grown_adjacency: torch.Tensor) -> torch.Tensor:
+    """Link positions (layer convention) of a boolean ``(in, out)`` selection."""
+    return links.from_mask(grown_adjacency.t())
 
 
 @dataclass(frozen=True)
 class RandomRegrowth:
-    """SET rule: ``n`` links uniformly at random among the non-links."""
+    """SET rule: ``n`` links uniformly at random among the free positions."""
 
-    def __call__(self, layer: SparseLinear, candidates: torch.Tensor, n: int,
-                 context: RegrowthContext) -> torch.Tensor:
-        return random_links(candidates, min(n, int(candidates.sum())), context.generator)
+    def __call__(self, layer: SparseLinear, n: int, context: RegrowthContext) -> torch.Tensor:
+        return links.random_free_positions(layer.shape, context.survivors, min(n, free_count(layer, context)),
+                                           context.generator)
 
 
 @dataclass(frozen=True)
 class GradientRegrowth:
-    """RigL rule: the ``n`` non-links with the largest dense-gradient magnitude at the update step."""
+    """RigL rule: the ``n`` free positions with the largest dense-gradient magnitude at the update step."""
 
-    def __call__(self, layer: SparseLinear, candidates: torch.Tensor, n: int,
-                 context: RegrowthContext) -> torch.Tensor:
-        gradient = dense_gradient(layer, "gradient regrowth")
-        return largest_k(gradient.abs(), candidates, min(n, int(candidates.sum())))
+    def __call__(self, layer: SparseLinear, n: int, context: RegrowthContext) -> torch.Tensor:
+        gradient = dense_gradient(layer, "gradient regrowth").abs()
+        free = ~links.to_mask(context.survivors, layer.shape)
+        return links.from_mask(largest_k(gradient, free, min(n, free_count(layer, context))))
 
 
 @dataclass(frozen=True)
@@ -113,14 +131,14 @@ class CHRegrowth:
         if self.selection not in CH_SELECTIONS:
             raise ValueError(f"CHRegrowth: selection {self.selection!r} is not one of {CH_SELECTIONS}")
 
-    def __call__(self, layer: SparseLinear, candidates: torch.Tensor, n: int,
-                 context: RegrowthContext) -> torch.Tensor:
-        scores = ch_scores(self.rule, context)
+    def __call__(self, layer: SparseLinear, n: int, context: RegrowthContext) -> torch.Tensor:
+        adjacency = survivor_adjacency(layer, context)
+        scores = ch_scores(self.rule, adjacency, context)
         with timed(context.timings, "selection", scores.device):
             if self.selection == "iclr":
-                return topology.select_iclr_threshold(scores, candidates, n)
-            grown = topology.select_top_n(scores, candidates, n, generator=context.generator, positive_only=True)
-            return fill_shortage(grown, candidates, n, context)
+                return positions_of(topology.select_iclr_threshold(scores, ~adjacency, n))
+            grown = topology.select_top_n(scores, ~adjacency, n, generator=context.generator, positive_only=True)
+            return fill_shortage(layer, positions_of(grown), n, context)
 
 
 @dataclass(frozen=True)
@@ -135,11 +153,11 @@ class SoftCHRegrowth:
     def __post_init__(self) -> None:
         _check_ch_rule(self.rule, "SoftCHRegrowth")
 
-    def __call__(self, layer: SparseLinear, candidates: torch.Tensor, n: int,
-                 context: RegrowthContext) -> torch.Tensor:
-        scores = ch_scores(self.rule, context)
+    def __call__(self, layer: SparseLinear, n: int, context: RegrowthContext) -> torch.Tensor:
+        adjacency = survivor_adjacency(layer, context)
+        scores = ch_scores(self.rule, adjacency, context)
         with timed(context.timings, "selection", scores.device):
-            positive = candidates & (scores > 0)
+            positive = ~adjacency & (scores > 0)
             grown = topology.sample_proportional(scores, positive, min(n, int(positive.sum())),
                                                  generator=context.generator)
-            return fill_shortage(grown, candidates, n, context)
+            return fill_shortage(layer, positions_of(grown), n, context)

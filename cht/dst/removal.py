@@ -1,8 +1,9 @@
 """Removal rules: which existing links an evolution step drops.
 
-A rule sees one layer (weight and mask in layer convention ``(out, in)``, and the dense gradient of
-the update step when the method asked for it) and the removal fraction of this step, and returns a
-boolean mask of the links to remove (a subset of the layer's mask).
+A rule sees one layer through its link interface (:attr:`~cht.sparse.SparseLinear.links`, their values,
+and the dense gradient of the update step when the method asked for it) and the removal fraction of
+this step, and returns a boolean vector over the layer's links: ``True`` for each link to remove.
+Rules never see a dense weight, so they cost O(links) on either storage backend.
 
 Rules that rank links by a "keep" score derive from :class:`RankedRemoval` and drop the
 ``round(fraction · links)`` lowest. The engine prunes with :class:`MagnitudeTopKRemoval` when a density
@@ -17,6 +18,7 @@ from typing import Protocol
 import torch
 
 from cht.init.selection import gumbel_keys, smallest_k
+from cht.sparse import links
 from cht.sparse.layer import SparseLinear
 
 
@@ -33,12 +35,13 @@ class RemovalRule(Protocol):
 
 
 def dense_gradient(layer: SparseLinear, rule: str) -> torch.Tensor:
-    """The layer's dense gradient of the update step, or an error saying how to obtain it."""
-    if layer.dense_grad is None:
+    """The layer's dense gradient ``(out, in)`` of the update step, or an error saying how to obtain it."""
+    try:
+        return layer.dense_gradient()
+    except RuntimeError:
         raise RuntimeError(f"{rule} needs the dense gradient of the update step: the method must set "
                            "needs_dense_grad=True and the training loop call Evolution.capture_gradients(True) "
-                           "before that step's backward pass")
-    return layer.dense_grad
+                           "before that step's backward pass") from None
 
 
 def removal_count(layer: SparseLinear, fraction: float) -> int:
@@ -54,23 +57,25 @@ class MagnitudeRemoval:
     """
 
     def __call__(self, layer: SparseLinear, fraction: float, context: RemovalContext) -> torch.Tensor:
-        weight, mask = layer.weight.detach(), layer.mask
-        negative = mask & (weight < 0)
-        non_negative = mask & (weight >= 0)
+        values = layer.link_values()
+        negative = values < 0
+        non_negative = ~negative
         n_neg = round(fraction * int(negative.sum()))
         n_pos = round(fraction * int(non_negative.sum()))
-        return smallest_k(-weight, negative, n_neg) | smallest_k(weight, non_negative, n_pos)
+        return smallest_k(-values, negative, n_neg) | smallest_k(values, non_negative, n_pos)
 
 
 class RankedRemoval:
     """Base of rules that drop the links with the lowest ``keep_scores``."""
 
     def keep_scores(self, layer: SparseLinear) -> torch.Tensor:
+        """One score per link (in the order of ``layer.links``): higher means more worth keeping."""
         raise NotImplementedError
 
     def lowest(self, layer: SparseLinear, count: int) -> torch.Tensor:
-        """The ``count`` links with the lowest keep scores."""
-        return smallest_k(self.keep_scores(layer), layer.mask, count)
+        """The ``count`` links with the lowest keep scores, as a boolean vector over the links."""
+        scores = self.keep_scores(layer)
+        return smallest_k(scores, torch.ones_like(scores, dtype=torch.bool), count)
 
     def __call__(self, layer: SparseLinear, fraction: float, context: RemovalContext) -> torch.Tensor:
         return self.lowest(layer, removal_count(layer, fraction))
@@ -81,7 +86,7 @@ class MagnitudeTopKRemoval(RankedRemoval):
     """RigL/GraNet rule: drop the ``fraction`` of links with the smallest ``|w|``, whatever their sign."""
 
     def keep_scores(self, layer: SparseLinear) -> torch.Tensor:
-        return layer.weight.detach().abs()
+        return layer.link_values().abs()
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,8 @@ class MESTRemoval(RankedRemoval):
             raise ValueError(f"MESTRemoval: gradient_factor must be ≥ 0, got {self.gradient_factor}")
 
     def keep_scores(self, layer: SparseLinear) -> torch.Tensor:
-        gradient = dense_gradient(layer, "MEST removal")
-        return layer.weight.detach().abs() + self.gradient_factor * gradient.abs()
+        gradient = dense_gradient(layer, "MEST removal").reshape(-1)[layer.links]
+        return layer.link_values().abs() + self.gradient_factor * gradient.abs()
 
 
 @dataclass(frozen=True)
@@ -113,10 +118,13 @@ class RelativeImportanceRemoval(RankedRemoval):
     epsilon: float = 1e-5
 
     def keep_scores(self, layer: SparseLinear) -> torch.Tensor:
-        magnitude = layer.weight.detach().abs()
-        per_input = magnitude.sum(dim=0, keepdim=True) + self.epsilon
-        per_output = magnitude.sum(dim=1, keepdim=True) + self.epsilon
-        return magnitude / per_input + magnitude / per_output
+        magnitude = layer.link_values().abs()
+        outputs, inputs = links.rows_cols(layer.links, layer.in_features)
+        per_input = torch.zeros(layer.in_features, dtype=magnitude.dtype, device=magnitude.device)
+        per_output = torch.zeros(layer.out_features, dtype=magnitude.dtype, device=magnitude.device)
+        per_input.index_add_(0, inputs, magnitude)
+        per_output.index_add_(0, outputs, magnitude)
+        return magnitude / (per_input[inputs] + self.epsilon) + magnitude / (per_output[outputs] + self.epsilon)
 
 
 @dataclass(frozen=True)
@@ -147,4 +155,4 @@ class SoftRemoval:
         importance = self.importance.keep_scores(layer).clamp(min=self.floor)
         keys = gumbel_keys(self.temperature(context.progress) * importance.log(), context.generator)
         # Dropping the k lowest Gumbel keys keeps the n − k highest: a draw of survivors ∝ importance^T.
-        return smallest_k(keys, layer.mask, removal_count(layer, fraction))
+        return smallest_k(keys, torch.ones_like(keys, dtype=torch.bool), removal_count(layer, fraction))

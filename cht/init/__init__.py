@@ -2,7 +2,7 @@
 
 from cht.init.brf import bipartite_receptive_field
 from cht.init.csti import feature_correlation
-from cht.init.topology import TOPOLOGY_INITS, InitContext, erdos_renyi_mask, init_topology, register_topology_init
+from cht.init.topology import TOPOLOGY_INITS, InitContext, erdos_renyi_links, init_topology, register_topology_init
 from cht.init.weights import WEIGHT_INITS, init_weights, register_weight_init
 
 __all__ = [
@@ -10,7 +10,7 @@ __all__ = [
     "WEIGHT_INITS",
     "InitContext",
     "bipartite_receptive_field",
-    "erdos_renyi_mask",
+    "erdos_renyi_links",
     "feature_correlation",
     "init_topology",
     "init_weights",

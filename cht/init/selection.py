@@ -26,11 +26,6 @@ def smallest_k(keys: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tens
     return largest_k(-keys, eligible, k)
 
 
-def random_links(candidates: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Exactly ``n`` positions drawn uniformly without replacement among the ``True`` entries."""
-    keys = torch.rand(candidates.shape, generator=generator, device=candidates.device)
-    return largest_k(keys, candidates, n)
-
 
 def gumbel_keys(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """``log w + Gumbel noise``: the ``k`` largest keys are a draw of ``k`` items without replacement ∝ ``w``.

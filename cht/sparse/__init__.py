@@ -1,15 +1,17 @@
-"""Sparse layers: a weight, a boolean mask, and the invariants that keep them consistent."""
+"""Sparse layers that speak in links, their two storage backends, and exact per-layer link counts."""
 
+from cht.sparse import links
 from cht.sparse.density import link_counts
-from cht.sparse.layer import MaskedDenseBackend, SparseBackend, SparseLinear, sparse_layers
-from cht.sparse.optim import apply_masks, mask_optimizer_state
+from cht.sparse.layer import BACKENDS, SparseLinear, iter_sparse_named, sparse_layers
+from cht.sparse.optim import after_optimizer_step, align_optimizer_state
 
 __all__ = [
-    "MaskedDenseBackend",
-    "SparseBackend",
+    "BACKENDS",
     "SparseLinear",
-    "apply_masks",
+    "after_optimizer_step",
+    "align_optimizer_state",
+    "iter_sparse_named",
     "link_counts",
-    "mask_optimizer_state",
+    "links",
     "sparse_layers",
 ]

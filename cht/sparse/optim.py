@@ -1,7 +1,8 @@
-"""Keep optimiser state consistent with layer masks.
+"""Optimiser state and sparse layers: the few places where the two must agree.
 
-Momentum or Adam moments left at a removed link would move its weight off zero at the next step, so
-after every topology change the state is masked, and after every optimiser step the weights are.
+How state follows links through removal and regrowth is the layer's business
+(:meth:`cht.sparse.SparseLinear.set_links`); what remains here is the per-step invariant and loading a
+checkpoint written by the other backend.
 """
 
 from __future__ import annotations
@@ -14,17 +15,16 @@ from cht.sparse.layer import SparseLinear
 
 
 @torch.no_grad()
-def apply_masks(layers: Iterable[SparseLinear]) -> None:
-    """Zero every weight off its mask."""
+def after_optimizer_step(layers: Iterable[SparseLinear]) -> None:
+    """Keep weights off the links at zero (a no-op on the sparse backend, which stores no such weights)."""
     for layer in layers:
-        layer.apply_mask()
+        layer.after_step()
 
 
 @torch.no_grad()
-def mask_optimizer_state(optimizer: torch.optim.Optimizer, layers: Iterable[SparseLinear]) -> None:
-    """Zero every per-parameter state tensor (momentum, Adam moments) of each layer's weight off its mask."""
+def align_optimizer_state(optimizer: torch.optim.Optimizer, layers: Iterable[SparseLinear]) -> None:
+    """Reshape state loaded from a checkpoint of the other backend to each layer's current layout."""
     for layer in layers:
-        state = optimizer.state.get(layer.weight, {})
-        for value in state.values():
-            if torch.is_tensor(value) and value.shape == layer.mask.shape:
-                value.mul_(layer.mask)
+        state = optimizer.state.get(layer.parameter, {})
+        for key, value in list(state.items()):
+            state[key] = layer.state_in_layout(value, layer.backend)
