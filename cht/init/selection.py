@@ -26,7 +26,6 @@ def smallest_k(keys: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tens
     return largest_k(-keys, eligible, k)
 
 
-
 def gumbel_keys(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """``log w + Gumbel noise``: the ``k`` largest keys are a draw of ``k`` items without replacement ∝ ``w``.
 
