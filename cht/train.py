@@ -164,13 +164,12 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
         zeta=config.zeta, zeta_decay=config.zeta_decay, interval=config.update_interval,
         unit=config.update_unit, end_fraction=config.end_fraction)
     backend = resolve_backend(config, device)
-    model = build_model(config.model, spec.input_shape, spec.num_classes, dim=config.dim, sparse=method.sparse)
+    model = build_model(config.model, spec.input_shape, spec.num_classes, dim=config.dim, sparse=method.sparse,
+                        backend=backend)
     build_sparse_topology(model, config, x_train)
     layers = sparse_layers(model)
     initial_links = [layer.n_links for layer in layers]
     initial_masks = layer_links(layers)
-    for layer in layers:
-        layer.to_backend(backend)
     model.to(device)
     x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
 

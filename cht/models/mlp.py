@@ -14,17 +14,20 @@ from cht.sparse.layer import SparseLinear
 
 
 class SparseMLP(nn.Module):
-    """Flatten → [hidden (sparse or dense) → ReLU] × depth → dense classifier."""
+    """Flatten → [hidden (sparse or dense) → ReLU] × depth → dense classifier.
+
+    Hidden layers are ``dim × input`` wide, as in the paper, unless ``width`` is given (scale studies).
+    """
 
     def __init__(self, input_size: int, num_classes: int, dim: int = 1, depth: int = 3,
-                 sparse: bool = True) -> None:
+                 sparse: bool = True, backend: str = "masked", width: int | None = None) -> None:
         super().__init__()
         if dim < 1 or depth < 1:
             raise ValueError(f"dim and depth must be ≥ 1, got dim={dim}, depth={depth}")
-        width = dim * input_size
-        layer = SparseLinear if sparse else nn.Linear
+        width = width or dim * input_size
         sizes = [input_size] + [width] * depth
-        self.hidden = nn.ModuleList(layer(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.hidden = nn.ModuleList(SparseLinear(a, b, backend=backend) if sparse else nn.Linear(a, b)
+                                    for a, b in zip(sizes[:-1], sizes[1:]))
         self.classifier = nn.Linear(width, num_classes)
         self.activation = nn.ReLU()
 
@@ -35,6 +38,7 @@ class SparseMLP(nn.Module):
         return self.classifier(x)
 
 
-def build_mlp(input_shape: tuple[int, ...], num_classes: int, dim: int = 1, sparse: bool = True) -> SparseMLP:
-    """The paper MLP for inputs of ``input_shape`` (C, H, W)."""
-    return SparseMLP(math.prod(input_shape), num_classes, dim=dim, sparse=sparse)
+def build_mlp(input_shape: tuple[int, ...], num_classes: int, dim: int = 1, sparse: bool = True,
+              backend: str = "masked") -> SparseMLP:
+    """The paper MLP for inputs of ``input_shape`` (C, H, W); ``backend`` stores its sparse layers."""
+    return SparseMLP(math.prod(input_shape), num_classes, dim=dim, sparse=sparse, backend=backend)

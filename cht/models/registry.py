@@ -15,6 +15,7 @@ MODELS["mlp"] = build_mlp
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, dim: int = 1,
-                sparse: bool = True) -> nn.Module:
-    """Build a registered model; ``sparse=False`` gives the dense (FC) counterpart."""
-    return MODELS.lookup(name)(input_shape, num_classes, dim=dim, sparse=sparse)
+                sparse: bool = True, backend: str = "masked") -> nn.Module:
+    """Build a registered model; ``sparse=False`` gives the dense (FC) counterpart. Its sparse layers
+    start without links, stored by ``backend`` (see :class:`cht.sparse.SparseLinear`)."""
+    return MODELS.lookup(name)(input_shape, num_classes, dim=dim, sparse=sparse, backend=backend)
