@@ -1,21 +1,23 @@
-"""Network-science analysis of trained sparse networks: activity, degrees, communities, geometry."""
+"""Network-science analysis of trained sparse networks: activity, degrees, communities, geometry.
 
-from cht.analysis.embedding import HyperbolicEmbedding, angular_separation_index, hyperbolic_embedding
-from cht.analysis.graph import ActiveNeurons, LayeredGraph, active_neurons, layered_graph
-from cht.analysis.metrics import characteristic_path_length, detect_communities, network_metrics
-from cht.analysis.power_law import PowerLawFit, fit_power_law
+Names are imported on first use: the training loop needs only the cheap activity counts of
+:mod:`cht.analysis.graph`, and should not pay for scikit-learn, networkx or powerlaw at start-up.
+"""
 
-__all__ = [
-    "ActiveNeurons",
-    "HyperbolicEmbedding",
-    "LayeredGraph",
-    "PowerLawFit",
-    "active_neurons",
-    "angular_separation_index",
-    "characteristic_path_length",
-    "detect_communities",
-    "fit_power_law",
-    "hyperbolic_embedding",
-    "layered_graph",
-    "network_metrics",
-]
+from importlib import import_module
+from typing import Any
+
+_HOMES = {
+    "HyperbolicEmbedding": "embedding", "angular_separation_index": "embedding", "hyperbolic_embedding": "embedding",
+    "ActiveNeurons": "graph", "LayeredGraph": "graph", "active_neurons": "graph", "layered_graph": "graph",
+    "characteristic_path_length": "metrics", "detect_communities": "metrics", "network_metrics": "metrics",
+    "PowerLawFit": "power_law", "fit_power_law": "power_law",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'cht.analysis' has no attribute {name!r}")
+    return getattr(import_module(f"cht.analysis.{_HOMES[name]}"), name)
