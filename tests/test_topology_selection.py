@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy import stats
 
-from cht.topology import sample_proportional, select_iclr_threshold, select_top_n
+from cht.topology import sample_proportional, select_iclr_threshold, select_top_n, tie_keys
+from cht.topology.selection import draw_tie_seed
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -61,6 +62,62 @@ def test_top_n_with_generator_breaks_ties_reproducibly_and_randomly() -> None:
     assert all(len(p) == 8 and {0, 1, 2} <= p for p in picks)
     assert len({frozenset(p) for p in picks}) > 20
     assert len(set().union(*picks)) > 50  # tied positions from all over the layer get picked
+
+
+def splitmix64_reference(position: int, seed: int) -> int:
+    """Output number ``position`` of splitmix64 seeded with ``seed``, as a signed 64-bit integer."""
+    mask = 2**64 - 1
+    z = (seed + (position + 1) * 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    z ^= z >> 31
+    return z - 2**64 if z >= 2**63 else z
+
+
+@pytest.mark.parametrize("seed", [0, 1, -1, 2**63 - 2, -2**63, 123456789123456789])
+def test_tie_keys_are_splitmix64_outputs(seed: int) -> None:
+    positions = [0, 1, 2, 977, 2**31 - 1, 2**31, 2**32 + 5, 65536**2 - 1, 2**62 + 3]
+    got = tie_keys(torch.tensor(positions, dtype=torch.int64), seed).tolist()
+    assert got == [splitmix64_reference(p, seed) for p in positions]
+    assert torch.equal(tie_keys(torch.tensor(positions), None), torch.tensor(positions))
+
+
+def reference_top_n_keyed(scores: torch.Tensor, candidates: torch.Tensor, n: int, positive_only: bool,
+                          seed: int) -> set[int]:
+    """Highest scores first, ties by ascending splitmix64 key of the flat position."""
+    flat_scores, flat_candidates = scores.flatten().tolist(), candidates.flatten().tolist()
+    eligible = [p for p, ok in enumerate(flat_candidates) if ok and (flat_scores[p] > 0 or not positive_only)]
+    return set(sorted(eligible, key=lambda p: (-flat_scores[p], splitmix64_reference(p, seed)))[:n])
+
+
+@pytest.mark.parametrize("positive_only", [False, True])
+@pytest.mark.parametrize("n", [1, 7, 40, 10**6])
+def test_top_n_with_generator_matches_keyed_reference(n: int, positive_only: bool) -> None:
+    scores, candidates = random_problem((9, 13), seed=n + 11, levels=3)
+    seed = draw_tie_seed(torch.Generator().manual_seed(n))
+    chosen = select_top_n(scores, candidates, n, torch.Generator().manual_seed(n), positive_only=positive_only)
+    assert chosen_positions(chosen) == reference_top_n_keyed(scores, candidates, n, positive_only, seed)
+
+
+def test_top_n_draws_exactly_once_from_the_generator() -> None:
+    scores, candidates = random_problem((6, 7), seed=2, levels=2)
+    for n in (0, 3, 10**6):
+        used = torch.Generator().manual_seed(5)
+        select_top_n(scores, candidates, n, used)
+        reference = torch.Generator().manual_seed(5)
+        draw_tie_seed(reference)
+        assert torch.equal(used.get_state(), reference.get_state())
+
+
+def test_top_n_tie_picks_are_uniform_over_tied_positions() -> None:
+    """All 60 positions tie; 6 picks per call over 1000 seeds: every position is picked about 100 times."""
+    scores = torch.ones(6, 10, dtype=torch.float64)
+    candidates = torch.ones(6, 10, dtype=torch.bool)
+    counts = torch.zeros(60)
+    for seed in range(1000):
+        counts += select_top_n(scores, candidates, 6, torch.Generator().manual_seed(seed)).flatten().double()
+    assert int(counts.sum()) == 6000
+    assert stats.chisquare(counts.numpy()).pvalue > 1e-3
 
 
 def test_top_n_ties_straddling_the_cut_take_exactly_n() -> None:

@@ -48,7 +48,10 @@ def link_scores(
             hold no per-path memory and ignore it.
 
     Returns:
-        Tensor of shape ``mask.shape`` on ``mask.device`` with dtype ``dtype``.
+        Tensor of shape ``mask.shape`` on ``mask.device`` with dtype ``dtype``. The numba backend
+        returns it row-major along the larger side of the layer: a transposed view when
+        ``n_out > n_in`` (so ``link_scores(mask.t()).t()`` of a wide ``(n_out, n_in)`` mask is
+        contiguous and costs no copy).
 
     The rules treat both sides of the layer alike, so a mask stored as (n_out, n_in) gives the same
     scores in that layout: ``link_scores(mask.T) == link_scores(mask).T``.
@@ -63,13 +66,13 @@ def link_scores(
     elif not (isinstance(chunk_paths, int) and chunk_paths > 0):
         raise ValueError(f"chunk_paths={chunk_paths!r} must be a positive integer (or None for the default)")
 
+    compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    if backend == "numba":
+        return numba_kernels.link_scores(mask, spec, compute_dtype).to(dtype)
     transposed = mask.shape[1] > mask.shape[0]
     layer = mask.T if transposed else mask
     graph = Bipartite.from_mask(layer)
-    compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    if backend == "numba":
-        scores = numba_kernels.scores(graph, spec, compute_dtype)
-    elif backend == "triton":
+    if backend == "triton":
         scores = triton_kernels.scores(graph, layer, spec, compute_dtype)
     elif spec.node_based:
         scores = torch_kernels.node_scores(graph, spec.factor, compute_dtype, chunk_paths)

@@ -4,6 +4,11 @@ All helpers take ``scores`` (floating tensor), ``candidates`` (bool mask of the 
 grow, same shape and device) and a count ``n``, and return a bool mask of the chosen positions on the
 device of ``scores``. Randomness comes only from the optional ``torch.Generator`` (on any device), so a
 seeded generator makes every choice reproducible.
+
+Ties in :func:`select_top_n` are ranked by :func:`tie_keys`: a pseudo-random key per flat position,
+derived from one 64-bit seed drawn from the generator. A key depends on its position alone, so a
+selection that sees the layer block by block (:func:`cht.topology.top_n_links`) ranks ties exactly
+as the dense one does.
 """
 
 from __future__ import annotations
@@ -11,6 +16,45 @@ from __future__ import annotations
 import numbers
 
 import torch
+
+# splitmix64 (Steele, Lea and Flood, 2014): position p gets the p-th output of the generator seeded
+# with the drawn seed. Every step is a bijection of 64-bit integers, so distinct positions get
+# distinct keys, and the outputs pass statistical tests of uniformity.
+SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
+SPLITMIX_MULTIPLIERS = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+SPLITMIX_SHIFTS = (30, 27, 31)
+
+
+def draw_tie_seed(generator: torch.Generator | None) -> int | None:
+    """One 64-bit seed for :func:`tie_keys` drawn from ``generator`` (``None`` without one)."""
+    if generator is None:
+        return None
+    return int(torch.randint(-2**63, 2**63 - 1, (), dtype=torch.int64, generator=generator,
+                             device=generator.device))
+
+
+def tie_keys(positions: torch.Tensor, seed: int | None) -> torch.Tensor:
+    """int64 tie-break keys of flat positions (int64 tensor); the smaller key wins a tie.
+
+    With a seed, the splitmix64 output number ``position`` of the stream seeded by ``seed``, read as a
+    signed 64-bit integer; without one, the position itself (ties in row-major order).
+    """
+    if seed is None:
+        return positions
+    z = (positions + 1) * _as_int64(SPLITMIX_GAMMA) + _as_int64(seed)
+    for shift, multiplier in zip(SPLITMIX_SHIFTS, SPLITMIX_MULTIPLIERS):
+        z = (z ^ _shift_right(z, shift)) * _as_int64(multiplier)
+    return z ^ _shift_right(z, SPLITMIX_SHIFTS[-1])
+
+
+def _as_int64(value: int) -> int:
+    value %= 2**64
+    return value - 2**64 if value >= 2**63 else value
+
+
+def _shift_right(z: torch.Tensor, shift: int) -> torch.Tensor:
+    """Logical right shift of int64 values (torch's ``>>`` is arithmetic)."""
+    return (z >> shift) & ((1 << (64 - shift)) - 1)
 
 
 def select_top_n(
@@ -23,10 +67,13 @@ def select_top_n(
     """Exactly ``min(n, #eligible)`` eligible positions with the highest scores.
 
     Eligible are the candidates (with ``positive_only``, only those scoring > 0). Scores tied at the
-    cut-off are taken in the order of a random permutation drawn from ``generator`` when given, else
-    in ascending flat index (row-major) order, so the result never depends on sort internals.
+    cut-off are taken by ascending :func:`tie_keys` of their flat (row-major) positions: with
+    ``generator``, keys from one seed drawn from it (exactly one draw per call, whatever the
+    scores), which orders the ties uniformly at random; without, ascending flat index. The result
+    never depends on sort internals.
     """
     _check_inputs(scores, candidates, n)
+    seed = draw_tie_seed(generator)
     eligible = candidates & (scores > 0) if positive_only else candidates
     count = min(int(n), int(eligible.sum()))
     if count == 0:
@@ -34,9 +81,10 @@ def select_top_n(
     cutoff = _kth_largest(scores, eligible, count)
     chosen = (eligible & (scores > cutoff)).contiguous()
     tied = (eligible & (scores == cutoff)).reshape(-1).nonzero().squeeze(1)
-    if generator is not None:
-        tied = tied[torch.randperm(tied.numel(), generator=generator, device=generator.device).to(tied.device)]
-    chosen.view(-1)[tied[: count - int(chosen.sum())]] = True
+    missing = count - int(chosen.sum())
+    if seed is not None and missing < tied.numel():
+        tied = tied[torch.topk(tie_keys(tied, seed), missing, largest=False, sorted=False).indices]
+    chosen.view(-1)[tied[:missing]] = True
     return chosen
 
 
