@@ -132,6 +132,8 @@ class CHRegrowth:
             raise ValueError(f"CHRegrowth: selection {self.selection!r} is not one of {CH_SELECTIONS}")
 
     def __call__(self, layer: SparseLinear, n: int, context: RegrowthContext) -> torch.Tensor:
+        if self.selection == "top_n" and context.survivors.device.type == "cpu":
+            return fill_shortage(layer, self._top_n_from_links(layer, n, context), n, context)
         adjacency = survivor_adjacency(layer, context)
         scores = ch_scores(self.rule, adjacency, context)
         with timed(context.timings, "selection", scores.device):
@@ -139,6 +141,15 @@ class CHRegrowth:
                 return positions_of(topology.select_iclr_threshold(scores, ~adjacency, n))
             grown = topology.select_top_n(scores, ~adjacency, n, generator=context.generator, positive_only=True)
             return fill_shortage(layer, positions_of(grown), n, context)
+
+    def _top_n_from_links(self, layer: SparseLinear, n: int, context: RegrowthContext) -> torch.Tensor:
+        """The same choice as the dense route, scored row by row from the link lists (CPU): memory follows
+        the links, so layers of any width evolve (timed as ``scoring``, which includes the selection)."""
+        outputs, inputs = links.rows_cols(context.survivors, layer.in_features)
+        with timed(context.timings, "scoring", context.survivors.device):
+            chosen = topology.top_n_links(layer.in_features, layer.out_features, inputs, outputs, n, rule=self.rule,
+                                          generator=context.generator, positive_only=True)
+        return torch.sort(chosen.dst * layer.in_features + chosen.src).values
 
 
 @dataclass(frozen=True)
