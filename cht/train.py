@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from cht.data import DATASETS, dataset_checksum, load_tensors, prepare_dataset
 from cht.dst import Evolution, get_method
 from cht.init import init_topology, init_weights
 from cht.init.topology import InitContext
+from cht.io import load_checkpoint, save_checkpoint, save_tensors_atomic, write_text_atomic
 from cht.models import build_model
 from cht.sparse import apply_masks, link_counts, sparse_layers
 from cht.tracking import Tracker
@@ -66,13 +66,6 @@ def lr_factor(epoch: int, config: TrainConfig) -> float:
     if decay_epochs <= 0:
         return config.lr_final_factor
     return 1.0 - (1.0 - config.lr_final_factor) * min(epoch / decay_epochs, 1.0)
-
-
-def write_atomic(path: Path, write: Any) -> None:
-    """Write through a temporary file and rename, so a crash never leaves a half-written file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    write(temporary)
-    os.replace(temporary, path)
 
 
 @dataclass
@@ -160,10 +153,7 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
 
     checkpoint_path = out_dir / CHECKPOINT
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        if state["identity"] != config.identity():
-            raise RuntimeError(f"{checkpoint_path} was written by a different configuration; delete it or "
-                               f"choose another output directory")
+        state = load_checkpoint(checkpoint_path, config.identity(), map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -230,12 +220,12 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
                 "evolution": evolution.state_dict(), "shuffle_generator": shuffle_generator.get_state(),
                 "torch_rng": torch.get_rng_state(), "history": history.__dict__, "mlflow_run_id": tracker.run_id,
             }
-            write_atomic(checkpoint_path, lambda path: torch.save(state, path))
+            save_checkpoint(checkpoint_path, state)
 
         metrics = summarise(config, history, layers, initial_links, device, checksum)
         masks = [layer.adjacency.cpu().clone() for layer in layers]
-        write_atomic(out_dir / MASKS, lambda path: torch.save(masks, path))
-        write_atomic(out_dir / METRICS, lambda path: path.write_text(json.dumps(metrics, indent=2)))
+        save_tensors_atomic(out_dir / MASKS, masks)
+        write_text_atomic(out_dir / METRICS, json.dumps(metrics, indent=2))
         tracker.log_metrics({"final_test_accuracy": metrics["final_test_accuracy"],
                              "best_test_accuracy": metrics["best_test_accuracy"], "aae": metrics["aae"],
                              "final_anp": metrics["final_anp"]}, step=config.epochs)
