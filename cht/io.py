@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import tempfile
 import uuid
 import zipfile
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ _FIXES = {
     errno.EPERM: "permission denied; choose a folder you can write to",
     errno.ENOTDIR: "a parent of it is a file, not a folder; choose another path",
     errno.EISDIR: "it is a folder; choose a file path",
+    errno.EEXIST: "a file of that name is in the way of a folder; choose another path",
 }
 
 
@@ -112,6 +114,33 @@ def load_tensors(path: PathLike, map_location: str | torch.device | None = None)
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as error:
         raise CheckpointError(f"{path} is not a readable torch file (truncated, or of another format): "
                               f"{_first_line(error)}; delete it") from None
+
+
+def ensure_folder(folder: PathLike, option: str) -> list[Path]:
+    """Create ``folder`` (and missing parents) and check that files can be written in it.
+
+    Returns the folders created, deepest last, for :func:`remove_empty_folders` to undo when the work
+    fails. Raises :class:`OutputError` naming the folder and ``option`` (the setting that chose it).
+    """
+    folder = Path(folder)
+    missing = [parent for parent in [folder, *folder.parents] if not parent.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        remove_empty_folders([path for path in missing if path.is_dir()])
+        raise OutputError(f"{describe_os_error(error, folder)} (set by {option})", error) from error
+    return missing
+
+
+def remove_empty_folders(created: list[Path]) -> None:
+    """Remove the folders of :func:`ensure_folder` again, deepest first, where nothing was written in them."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a checkpoint to resume from), or already gone
+            return
 
 
 def sync_folder(folder: PathLike) -> None:

@@ -60,6 +60,9 @@ BAD_CONFIGS = {
     "typo in a training key": ({"train": {"epoch": 1}}, ["'epoch' was unexpected"]),
     "unknown dataset": ({"datasets": ["fashion-mnist"]}, ["datasets", "'fashion-mnist' is not one of"]),
     "bad training value": ({"train": {"density_distribution": "gaussian"}}, ["density_distribution", "gaussian"]),
+    "zero density": ({"densities": [0]}, ["densities", "minimum of 0"]),
+    "training value out of range": ({"train": {"momentum": 2}}, ["momentum", "maximum of 1"]),
+    "seed beyond numpy's range": ({"seeds": [2**32]}, ["seeds", "4294967296"]),
 }
 
 

@@ -45,8 +45,8 @@ def prepare_image_folder(spec: DatasetSpec, root: Path, sources: list[fetch.Sour
             tried = "\n".join(f"  - {attempt}" for attempt in attempts) or "  - nothing (no sources)"
             fixes = [spec.install_hint] if spec.install_hint else []
             if spec.archives:
-                fixes.append(f"put {', '.join(a.filename for a in spec.archives)} in a directory and pass it in "
-                             f"sources=[...]")
+                fixes.append(f"put {', '.join(a.filename for a in spec.archives)} in a directory and "
+                             f"{fetch.SOURCE_HINT}")
                 if not download:
                     fixes.append(f"allow download=True to fetch it from {', '.join(spec.urls)}")
             fixes.append(f"or place the arranged tree (train/<class>/..., val/<class>/...) at {target}")

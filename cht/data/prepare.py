@@ -198,7 +198,7 @@ class _Acquisition:
             forms.append(f"the files {', '.join(loose)} (plain or gzipped as .gz)")
         forms.append(f"the official archive(s) {', '.join(a.filename for a in spec.archives)}")
         fixes = [spec.install_hint] if spec.install_hint else []
-        placement = f"put {' or '.join(forms)} in a directory and pass it in sources=[...]"
+        placement = f"put {' or '.join(forms)} in a directory and {fetch.SOURCE_HINT}"
         if len(loose) == len(spec.files):
             placement += f" (or place the unpacked files in {self.target})"
         fixes.append(placement)
