@@ -1,6 +1,5 @@
 """Configuration validation and the command line."""
 
-import os
 import socket
 import subprocess
 import sys
@@ -203,23 +202,6 @@ def test_out_pointing_at_a_file_is_named(tmp_path, capsys) -> None:
     assert code == 1 and f"cannot write {tmp_path / 'taken'}" in err and "--out" in err
 
 
-@pytest.fixture
-def read_only_folder(tmp_path):
-    """A folder nobody may write in: a read-only tmpfs as root (root ignores permission bits), else chmod 555."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    if os.geteuid() == 0:
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                          capture_output=True).returncode != 0:
-            pytest.skip("cannot mount a read-only tmpfs here")
-        yield folder
-        subprocess.run(["umount", str(folder)], check=True)
-    else:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-
-
 @pytest.mark.parametrize("tracking", [True, False])
 def test_read_only_results_folder_is_named(tracking, read_only_folder, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -228,17 +210,6 @@ def test_read_only_results_folder_is_named(tracking, read_only_folder, tmp_path,
     assert code == 1 and "Traceback" not in err
     assert f"cannot write {read_only_folder}" in err and "--results-dir" in err
     assert not (tmp_path / "data").exists()
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_full_disk_is_named_and_leaves_no_temporary_file(fashion_root, tiny_disk, tmp_path, capsys) -> None:

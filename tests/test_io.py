@@ -3,7 +3,6 @@
 import errno
 import os
 import pickle
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -75,18 +74,6 @@ def test_injected_full_disk_is_named_and_cleaned_up(tmp_path) -> None:
         write_atomic(target, full_disk)
     assert error.value.errno == errno.ENOSPC
     assert not target.exists() and leftovers(tmp_path) == []
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 64 KiB tmpfs (needs root and mount); skipped where it cannot be mounted."""
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_real_full_disk_gives_a_message_not_a_torch_traceback(tiny_disk) -> None:
