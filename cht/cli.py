@@ -6,7 +6,6 @@ Precedence of settings: the config's defaults, then a YAML file (``--config``), 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from collections.abc import Sequence
@@ -96,9 +95,11 @@ def _check_tracking(results_dir: Path, uri: str, check_reachable: Any) -> None:
     from cht.io import ensure_folder, remove_empty_folders
     from cht.tracking import TrackingError
 
-    if importlib.util.find_spec("mlflow") is None:
+    try:
+        import mlflow  # noqa: F401 (only whether it is there)
+    except ImportError:
         raise TrackingError("tracking needs mlflow, which is not installed: pip install 'cht[pipeline]' "
-                            "(scripts/setup.sh installs it), or pass --no-tracking")
+                            "(scripts/setup.sh installs it), or pass --no-tracking") from None
     check_reachable(uri)
     if uri.startswith("sqlite:"):
         remove_empty_folders(ensure_folder(results_dir, "--results-dir"))

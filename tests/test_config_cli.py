@@ -217,3 +217,25 @@ def test_full_disk_is_named_and_leaves_no_temporary_file(fashion_root, tiny_disk
                         capsys)
     assert code == 1 and f"cannot write {tiny_disk / 'checkpoint.pt'}: no space left on device" in err
     assert list(tiny_disk.iterdir()) == []
+
+
+def test_library_and_cli_work_without_the_pipeline_extra(fashion_root, tmp_path) -> None:
+    """Without mlflow and snakemake (the `pipeline` extra) the library trains; tracking says what to install."""
+    script = f"""
+import sys
+class Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("mlflow", "snakemake"):
+            raise ImportError(f"No module named {{name!r}}")
+sys.meta_path.insert(0, Missing())
+import cht, cht.tracking, cht.train, cht.results
+from cht.cli import main
+argv = ["train", "--epochs", "1", "--max-train-samples", "100", "--max-test-samples", "100", "--device", "cpu",
+        "--no-progress", "--data-root", {str(fashion_root)!r}, "--results-dir", {str(tmp_path)!r}]
+assert main([*argv, "--no-tracking"]) == 0
+main(argv)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1, result.stderr
+    assert "tracking needs mlflow" in result.stderr and "cht[pipeline]" in result.stderr
+    assert "Traceback" not in result.stderr
