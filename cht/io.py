@@ -66,7 +66,7 @@ def write_atomic(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
     The temporary file is unique (parallel writers never share one), fsynced before the rename, and removed
     on any failure; the folder is fsynced after the rename so the new name survives a power cut. Errors of
     the file system (full disk, read-only folder, a file where a folder should be) raise
-    :class:`OutputError` naming ``path``.
+    :class:`OutputError` naming ``path``; anything else ``write`` raises passes through unchanged.
     """
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
@@ -85,7 +85,7 @@ def write_atomic(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
         raise
     except (OSError, RuntimeError) as error:  # torch.save may wrap the disk's error in a RuntimeError
         cause = _os_error_in(error)
-        if cause is None:
+        if cause is None or cause.errno not in _FIXES:  # not the disk's doing (e.g. a damaged input stream)
             raise
         raise OutputError(describe_os_error(cause, path), cause) from error
 
@@ -123,7 +123,7 @@ def ensure_folder(folder: PathLike, option: str) -> list[Path]:
     fails. Raises :class:`OutputError` naming the folder and ``option`` (the setting that chose it).
     """
     folder = Path(folder)
-    missing = [parent for parent in [folder, *folder.parents] if not parent.exists()][::-1]
+    missing = _missing_folders(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -132,6 +132,18 @@ def ensure_folder(folder: PathLike, option: str) -> list[Path]:
         remove_empty_folders([path for path in missing if path.is_dir()])
         raise OutputError(f"{describe_os_error(error, folder)} (set by {option})", error) from error
     return missing
+
+
+def make_folders(folder: PathLike) -> list[Path]:
+    """``mkdir -p``, returning the folders it created (deepest last) for :func:`remove_empty_folders`."""
+    folder = Path(folder)
+    missing = _missing_folders(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    return [parent for parent in [folder, *folder.parents] if not parent.exists()][::-1]
 
 
 def remove_empty_folders(created: list[Path]) -> None:
@@ -176,8 +188,11 @@ def save_checkpoint(path: PathLike, state: Mapping[str, Any]) -> None:
 
 
 def load_checkpoint(path: PathLike, expected_identity: str,
-                    map_location: str | torch.device | None = None) -> dict[str, Any]:
+                    map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` for the configuration ``expected_identity``.
+
+    Tensors load on the CPU by default: generator states must stay there, and ``load_state_dict`` of
+    models and optimisers copies the rest onto their own device.
 
     Never runs code from the file. A garbage, foreign or other-configuration file raises
     :class:`CheckpointError` naming it and saying what to do.

@@ -153,7 +153,7 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
 
     checkpoint_path = out_dir / CHECKPOINT
     if checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, config.identity(), map_location=device)
+        state = load_checkpoint(checkpoint_path, config.identity())
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -17,7 +17,7 @@ with logged(snakemake):
     checkpoint = out_dir / CHECKPOINT
     if checkpoint.exists():
         try:
-            state = load_checkpoint(checkpoint, config.identity(), map_location="cpu")
+            state = load_checkpoint(checkpoint, config.identity())
             stale = f"{checkpoint} belongs to a finished run" if state["epoch"] + 1 >= config.epochs else None
         except CheckpointError as error:
             stale = str(error)
