@@ -5,7 +5,7 @@
     snakemake --cores all --configfile config/paper.yaml   # the paper's grid (GPUs or a cluster)
     snakemake --workflow-profile profiles/slurm --configfile config/paper.yaml   # on SLURM
 
-Outputs go under ``results_dir`` (default results/), logs under logs/; every configuration key is
+Outputs and logs go under ``results_dir`` (default results/, logs in results/logs/); every configuration key is
 described in workflow/schemas/config.schema.yaml.
 """
 
@@ -13,7 +13,7 @@ import sys
 
 from snakemake.utils import min_version
 
-min_version("9.0")
+min_version("9.14.8")  # earlier 9.x skip schema defaults inside remote (SLURM) jobs
 # The workflow uses the library of its own checkout.
 sys.path.insert(0, workflow.basedir)
 

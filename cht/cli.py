@@ -9,86 +9,100 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any
 
-from cht.config import ConfigError, TrainConfig
+from cht.config import RUN_LAYOUT, ConfigError, TrainConfig, describe, key_schema
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
-    return value
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors a user can cause (bad input, missing data, unusable folders or servers): a message, no traceback."""
+    from cht.data import DatasetError
+    from cht.io import CheckpointError, OutputError
+    from cht.tracking import TrackingError
+    from cht.train import TrainingDiverged
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not positive")
-    return value
+    return ConfigError, DatasetError, TrackingError, CheckpointError, OutputError, TrainingDiverged, OSError
 
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
-    from cht.data import available_datasets
-    from cht.dst import available_methods
-    from cht.models import MODELS
-
     parser = commands.add_parser("train", help="train one model and write metrics.json, masks and checkpoints",
                                  description="Train one model. Flags override values from --config.")
     parser.add_argument("--config", type=Path, help="YAML file of training settings (keys as the flags, with _)")
-    parser.add_argument("--method", choices=available_methods())
-    parser.add_argument("--dataset", choices=available_datasets())
-    parser.add_argument("--model", choices=sorted(MODELS))
-    parser.add_argument("--dim", type=_positive_int, help="hidden width as a multiple of the input size")
-    parser.add_argument("--density", type=_fraction, help="fraction of links kept in each sparse layer")
-    parser.add_argument("--epochs", type=_positive_int)
-    parser.add_argument("--batch-size", type=_positive_int)
-    parser.add_argument("--lr", type=_positive_float)
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    parser.add_argument("--backend", choices=["auto", "masked", "sparse"],
-                        help="sparse-layer storage: auto (sparse on CPU at low density), masked or sparse")
-    parser.add_argument("--max-train-samples", type=_positive_int, help="use only the first N training samples")
-    parser.add_argument("--max-test-samples", type=_positive_int, help="use only the first N test samples")
-    parser.add_argument("--zeta", type=_fraction, help="fraction of links replaced at each evolution step")
-    parser.add_argument("--update-interval", type=_positive_int, help="epochs (or steps) between evolution steps")
-    parser.add_argument("--update-unit", choices=["epoch", "step"])
-    parser.add_argument("--data-root", help="where datasets are prepared (default: data)")
-    parser.add_argument("--data-source", dest="data_sources", action="append",
-                        help="local directory or mirror URL tried before the official one (repeatable)")
-    parser.add_argument("--experiment", help="mlflow experiment name")
-    parser.add_argument("--no-tracking", dest="tracking", action="store_const", const=False,
-                        help="do not record an mlflow run")
-    parser.add_argument("--no-progress", dest="progress", action="store_const", const=False)
+    for key in fields(TrainConfig):
+        _add_key(parser, key)
     parser.add_argument("--results-dir", type=Path, default=Path("results"),
-                        help="folder of the embedded mlflow store (default: results)")
-    parser.add_argument("--out", type=Path, help="output directory (default: results/runs/<dataset>/<method>/seed<seed>)")
+                        help="folder of the default output and of the embedded mlflow store (default: results)")
+    parser.add_argument("--out", type=Path,
+                        help=f"output folder (default: RESULTS_DIR/runs/{RUN_LAYOUT.replace('{', '').replace('}', '')})")
+
+
+def _add_key(parser: argparse.ArgumentParser, key: Field) -> None:
+    """The flag of one TrainConfig key, typed and documented from its declaration (ranges checked by TrainConfig)."""
+    schema = key_schema(key)
+    flag = key.metadata["flag"] or "--" + key.name.replace("_", "-")
+    kind = schema["type"][0] if isinstance(schema["type"], list) else schema["type"]
+    if kind == "boolean":
+        negate = key.default is True
+        parser.add_argument(f"--no-{flag[2:]}" if negate else flag, dest=key.name, action="store_const",
+                            const=not negate, help=("do not " if negate else "") + key.metadata["help"])
+        return
+    parse = {"integer": int, "number": float, "string": str, "array": str}[kind]
+    choices = [value for value in schema.get("enum", []) if value is not None] or None
+    parser.add_argument(flag, dest=key.name, type=parse, choices=choices,
+                        action="append" if kind == "array" else "store",
+                        help=describe(schema) if choices is None else schema["description"])
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cht.tracking import Tracker
-    from cht.train import train
+    from cht.io import ensure_folder, remove_empty_folders
+    from cht.tracking import Tracker, check_reachable, resolve_tracking_uri
+    from cht.train import resolve_device, train
 
-    cli_only = {"config", "out", "results_dir", "command"}
-    overrides = {k: v for k, v in vars(args).items() if k not in cli_only and v is not None}
-    config = TrainConfig.from_yaml(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
-    out = args.out or Path("results", "runs", config.dataset, config.method, f"seed{config.seed}")
+    flags = {key.name: option for key in fields(TrainConfig)
+             for option in [key.metadata["flag"] or "--" + key.name.replace("_", "-")]}
+    overrides = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+    try:
+        config = TrainConfig.from_yaml(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
+        resolve_device(config.device)
+    except ConfigError as error:
+        if error.field in overrides:
+            reason = str(error).removeprefix(f"{error.field}: ")
+            raise ConfigError(f"argument {flags[error.field]}: {reason}", error.field) from None
+        raise
+    except RuntimeError as error:  # an explicit CUDA device on a machine without one
+        raise ConfigError(str(error), "device") from None
+    out = args.out or args.results_dir / "runs" / config.run_path()
+    if config.tracking:
+        _check_tracking(args.results_dir, resolve_tracking_uri(args.results_dir), check_reachable)
+    created = ensure_folder(out, "--out" if args.out else "--results-dir")
     tracker = Tracker(config.experiment, run_name=f"{config.method}-{config.dataset}-s{config.seed}",
                       enabled=config.tracking, results_dir=args.results_dir)
-    metrics = train(config, out, tracker)
+    try:
+        metrics = train(config, out, tracker)
+    except BaseException:
+        remove_empty_folders(created)
+        raise
     print(json.dumps({k: metrics[k] for k in ("method", "dataset", "final_test_accuracy",
                                               "best_test_accuracy", "final_anp", "train_time_s")}))
     print(f"wrote {out / 'metrics.json'}")
     return 0
+
+
+def _check_tracking(results_dir: Path, uri: str, check_reachable: Any) -> None:
+    """Fail before any work when runs cannot be recorded: no mlflow, a dead server, an unwritable store."""
+    from cht.io import ensure_folder, remove_empty_folders
+    from cht.tracking import TrackingError
+
+    try:
+        import mlflow  # noqa: F401 (only whether it is there)
+    except ImportError:
+        raise TrackingError("tracking needs mlflow, which is not installed: pip install 'cht[pipeline]' "
+                            "(scripts/setup.sh installs it), or pass --no-tracking") from None
+    check_reachable(uri)
+    if uri.startswith("sqlite:"):
+        remove_empty_folders(ensure_folder(results_dir, "--results-dir"))
 
 
 def _methods(args: argparse.Namespace) -> int:
@@ -140,8 +154,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return HANDLERS[args.command](args)
     except ConfigError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+        parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+    except _user_errors() as error:
+        parser.exit(1, f"{parser.prog} {args.command}: error: {_message(error)}\n")
     return 1
+
+
+def _message(error: Exception) -> str:
+    """The error's own message; for a bare OSError, the file it concerns and why."""
+    from cht.io import OutputError
+
+    if isinstance(error, OSError) and not isinstance(error, OutputError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,12 @@
-"""The training configuration: one typed, validated record shared by the CLI, YAML files and the pipeline."""
+"""The training configuration: one typed record, and the one place where its keys and their ranges live.
+
+Every key of :class:`TrainConfig` is declared with :func:`option`: its type (the annotation), default, help
+text and allowed values (JSON-schema keywords, or a registry to choose from). From that single declaration
+come the validation of :class:`TrainConfig` itself (YAML files and the Python API), the flags of
+``python -m cht train`` (:mod:`cht.cli`), and the ``train`` section, grid entries and run-wide keys of the
+pipeline's schema (filled in at start-up by ``workflow/rules/common.smk``). Adding a key is one ``option``
+line here.
+"""
 
 from __future__ import annotations
 
@@ -6,113 +14,139 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+#: Where a run's outputs go below ``<results>/runs`` (the CLI's default and the pipeline's layout).
+RUN_LAYOUT = "{dataset}/{model}-dim{dim}/density{density}/{method}/seed{seed}"
+#: Largest seed every generator in play accepts (numpy's legacy seeding is 32-bit).
+MAX_SEED = 2**32 - 1
+
 
 class ConfigError(ValueError):
-    """A configuration value is missing, misspelled or out of range; the message names the field."""
+    """A configuration value is missing, misspelled or out of range; the message names the field.
+
+    ``field`` is the key at fault (None for a problem with the file as a whole).
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
-# Fields that change how a run is observed, not what it computes: they stay out of the run's identity.
-# The storage backend computes the same function (to float rounding), so a run may resume on another.
-OBSERVATION_FIELDS = frozenset({"device", "backend", "progress", "tracking", "experiment", "data_sources"})
-BACKEND_CHOICES = ("auto", "masked", "sparse")
+def option(default: Any, help: str, *, choices: Callable[[], list[str]] | list[str] | None = None,
+           observation: bool = False, pipeline: str | None = "train", flag: str | None = None, **schema: Any) -> Any:
+    """Declare a :class:`TrainConfig` key.
+
+    ``schema`` holds JSON-schema keywords on top of the type (``minimum``, ``exclusiveMinimum``,
+    ``maximum``, ``pattern``, ``minLength``); ``choices`` the allowed values, or a function returning them
+    (registries filled at import time). ``observation=True`` marks keys that change how a run is watched,
+    not what it computes: they stay out of :meth:`TrainConfig.identity`, so a resumed run may change them.
+    ``pipeline`` says where the key lives in the pipeline's config: ``train`` (the shared ``train:``
+    settings, the default), ``grid`` (a list per key: ``methods``, ``densities``, ...; a new one also needs
+    a wildcard), ``run`` (a top-level key) or None (not set by the pipeline). ``flag`` overrides the command-line option's name (default ``--key-with-dashes``).
+    """
+    metadata = {"help": help, "choices": choices, "observation": observation, "pipeline": pipeline,
+                "flag": flag, "schema": schema}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _registry(module: str, name: str) -> Callable[[], list[str]]:
+    """Allowed values read from a registry when first needed (the registries import this module)."""
+    def names() -> list[str]:
+        import importlib
+
+        found = getattr(importlib.import_module(module), name)
+        return sorted(found()) if callable(found) else sorted(found)
+    return names
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines one training run. Defaults follow the paper's MLP settings."""
 
-    method: str = "set"
-    dataset: str = "fashion_mnist"
-    model: str = "mlp"
-    dim: int = 1
-    density: float = 0.01
-    density_distribution: str = "uniform"
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-5
-    lr_final_factor: float = 0.01
-    lr_decay_fraction: float = 0.9
-    seed: int = 0
-    device: str = "auto"
-    backend: str = "auto"
-    max_train_samples: int | None = None
-    max_test_samples: int | None = None
-    data_root: str = "data"
-    data_sources: list[str] = field(default_factory=list)
-    zeta: float | None = None
-    zeta_decay: str | None = None
-    update_interval: int | None = None
-    update_unit: str | None = None
-    end_fraction: float | None = None
-    experiment: str = "cht"
-    tracking: bool = True
-    progress: bool = True
+    method: str = option("set", "sparse-training method (python -m cht methods)",
+                         choices=_registry("cht.dst", "available_methods"), pipeline="grid")
+    dataset: str = option("fashion_mnist", "dataset (python -m cht datasets)",
+                          choices=_registry("cht.data", "available_datasets"), pipeline="grid")
+    model: str = option("mlp", "model architecture", choices=_registry("cht.models", "MODELS"), pipeline="grid")
+    dim: int = option(1, "hidden width as a multiple of the input size", minimum=1, pipeline="grid")
+    density: float = option(0.01, "fraction of links kept in each sparse layer", exclusiveMinimum=0, maximum=1,
+                            pipeline="grid")
+    density_distribution: str = option("uniform", "how links are spread over layers",
+                                       choices=_registry("cht.sparse.density", "DISTRIBUTIONS"))
+    epochs: int = option(10, "training epochs", minimum=1)
+    batch_size: int = option(32, "mini-batch size", minimum=1)
+    lr: float = option(0.01, "initial learning rate", exclusiveMinimum=0)
+    momentum: float = option(0.9, "SGD momentum", minimum=0, maximum=1)
+    weight_decay: float = option(1e-5, "SGD weight decay", minimum=0)
+    lr_final_factor: float = option(0.01, "learning rate at the end, as a fraction of lr", minimum=0, maximum=1)
+    lr_decay_fraction: float = option(0.9, "fraction of the epochs over which lr decays linearly",
+                                      minimum=0, maximum=1)
+    seed: int = option(0, "random seed of every generator", minimum=0, maximum=MAX_SEED, pipeline="grid")
+    device: str = option("auto", "auto (CUDA when present), cpu, mps, cuda or cuda:N",
+                         pattern="^(auto|cpu|mps|cuda(:[0-9]+)?)$", observation=True)
+    backend: str = option("auto", "sparse-layer storage: auto (sparse on a CPU at density <= 0.1, else masked), "
+                                  "masked (dense weight and mask) or sparse (links only, O(batch x links) kernels)",
+                          choices=["auto", "masked", "sparse"], observation=True)
+    max_train_samples: int | None = option(None, "use only the first N training samples", minimum=1)
+    max_test_samples: int | None = option(None, "use only the first N test samples", minimum=1)
+    data_root: str = option("data", "folder where datasets are prepared", minLength=1, pipeline="run")
+    data_sources: list[str] = option([], "local folder or mirror URL tried before the official one (repeatable)",
+                                     observation=True, pipeline="run", flag="--data-source")
+    zeta: float | None = option(None, "fraction of links replaced at each evolution step (default: the method's)",
+                                minimum=0, maximum=1)
+    zeta_decay: str | None = option(None, "how zeta decays over training (default: the method's)",
+                                    choices=_registry("cht.dst.schedule", "ZETA_DECAYS"))
+    update_interval: int | None = option(None, "epochs (or steps) between evolution steps", minimum=1)
+    update_unit: str | None = option(None, "unit of update_interval",
+                                     choices=_registry("cht.dst.schedule", "UNITS"))
+    end_fraction: float | None = option(None, "fraction of training after which the topology stops evolving",
+                                        minimum=0, maximum=1)
+    experiment: str = option("cht", "mlflow experiment name", minLength=1, observation=True, pipeline="run")
+    tracking: bool = option(True, "record an mlflow run", observation=True, pipeline="run")
+    progress: bool = option(True, "show progress bars", observation=True, pipeline=None)
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        """Check every field; raise :class:`ConfigError` naming the first bad one and how to fix it."""
-        from cht.data import available_datasets
-        from cht.dst import available_methods
-        from cht.models import MODELS
-        from cht.sparse.density import DISTRIBUTIONS
-        from cht.dst.schedule import UNITS, ZETA_DECAYS
+        """Check every key against :meth:`json_schema`; raise :class:`ConfigError` naming the first bad one."""
+        import jsonschema
 
-        self._check_types()
-        choices = {
-            "method": available_methods(), "dataset": available_datasets(), "model": sorted(MODELS),
-            "density_distribution": list(DISTRIBUTIONS), "backend": list(BACKEND_CHOICES),
-        }
-        optional_choices = {"update_unit": list(UNITS), "zeta_decay": list(ZETA_DECAYS)}
-        for name, allowed in {**choices, **optional_choices}.items():
-            value = getattr(self, name)
-            if value is not None and value not in allowed:
-                raise ConfigError(f"{name}: {value!r} is not one of {allowed}")
-        ranges = {
-            "density": (0.0, 1.0), "lr_final_factor": (0.0, 1.0), "lr_decay_fraction": (0.0, 1.0),
-            "momentum": (0.0, 1.0), "zeta": (0.0, 1.0), "end_fraction": (0.0, 1.0),
-        }
-        for name, (low, high) in ranges.items():
-            value = getattr(self, name)
-            if value is not None and not low <= value <= high:
-                raise ConfigError(f"{name}: {value} must lie in [{low}, {high}]")
-        positive = ["dim", "epochs", "batch_size", "max_train_samples", "max_test_samples", "update_interval"]
-        for name in positive:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name}: {value} must be a positive integer")
-        if self.lr <= 0:
-            raise ConfigError(f"lr: {self.lr} must be positive")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay: {self.weight_decay} must be ≥ 0")
-        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise ConfigError(f"device: {self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        self._normalise_numbers()
+        schema = self.json_schema()
+        validator = jsonschema.Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(self.to_dict()), key=lambda error: list(error.absolute_path))
+        if errors:
+            name = errors[0].absolute_path[0]
+            raise ConfigError(f"{name}: {getattr(self, name)!r} is not allowed; expected "
+                              f"{describe(schema['properties'][name])}", name)
 
-    def _check_types(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            expected = _types(f.type)
-            if value is None and type(None) in expected:
-                continue
-            if isinstance(value, bool) and bool not in expected:
-                ok = False
-            elif float in expected and isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, f.name, float(value))
-                ok = True
-            else:
-                ok = isinstance(value, tuple(t for t in expected if t is not type(None)))
-            if not ok:
-                names = " or ".join(t.__name__ for t in expected)
-                raise ConfigError(f"{f.name}: expected {names}, got {value!r}")
+    def _normalise_numbers(self) -> None:
+        """ints for float keys become floats, integral floats for int keys ints (the identity hash needs one form)."""
+        for key, (base, _) in _field_types().items():
+            value = getattr(self, key)
+            if base is float and type(value) is int:
+                setattr(self, key, float(value))
+            elif base is int and type(value) is float and value.is_integer():
+                setattr(self, key, int(value))
+
+    @classmethod
+    def json_schema(cls, pipeline: str | None = None) -> dict[str, Any]:
+        """The JSON schema of the keys (only those of one ``pipeline`` section when given)."""
+        properties = {f.name: key_schema(f) for f in fields(cls)
+                      if pipeline is None or f.metadata["pipeline"] == pipeline}
+        return {"type": "object", "additionalProperties": False, "properties": properties}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -122,7 +156,7 @@ class TrainConfig:
             if key not in known:
                 close = difflib.get_close_matches(key, sorted(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {sorted(known)}"
-                raise ConfigError(f"unknown config key {key!r}{hint}")
+                raise ConfigError(f"unknown config key {key!r}{hint}", key)
         return cls(**values)
 
     @classmethod
@@ -133,6 +167,8 @@ class TrainConfig:
             values = yaml.safe_load(path.read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config file {path} cannot be read: {error}") from None
         except yaml.YAMLError as error:
             raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
         if not isinstance(values, dict):
@@ -142,13 +178,66 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def run_path(self) -> str:
+        """This run's folder below ``<results>/runs``, as :data:`RUN_LAYOUT` says (density written as ``%g``)."""
+        return RUN_LAYOUT.format(**{**self.to_dict(), "density": f"{self.density:g}"})
+
     def identity(self) -> str:
-        """Hash of the fields that define what the run computes (resume refuses a checkpoint of another)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in OBSERVATION_FIELDS}
+        """Hash of the keys that define what the run computes (resume refuses a checkpoint of another)."""
+        relevant = {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata["observation"]}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _types(annotation: str) -> tuple[type, ...]:
-    """Runtime types of a field annotation written as a string (``from __future__ import annotations``)."""
-    names = {"int": int, "float": float, "str": str, "bool": bool, "None": type(None), "list[str]": list}
-    return tuple(names[part.strip()] for part in annotation.split("|"))
+JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
+
+
+@cache
+def _field_types() -> dict[str, tuple[type, bool]]:
+    """(base type, optional) of every key, from its annotation (``int | None`` → (int, True))."""
+    hints = typing.get_type_hints(TrainConfig)
+    result = {}
+    for f in fields(TrainConfig):
+        hint = hints[f.name]
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else ()
+        base = next(arg for arg in args if arg is not type(None)) if args else hint
+        result[f.name] = (list if typing.get_origin(base) is list else base, type(None) in args)
+    return result
+
+
+def key_schema(key: dataclasses.Field) -> dict[str, Any]:
+    """The JSON schema of one :class:`TrainConfig` key, from its annotation and :func:`option` metadata."""
+    base, optional = _field_types()[key.name]
+    meta = key.metadata
+    if base is list:
+        schema: dict[str, Any] = {"type": "array", "items": {"type": "string", "minLength": 1}}
+    else:
+        schema = {"type": JSON_TYPES[base], **meta["schema"]}
+    if optional:
+        schema["type"] = [schema["type"], "null"]
+    choices = meta["choices"]
+    if choices is not None:
+        schema["enum"] = [*(choices() if callable(choices) else choices), *([None] if optional else [])]
+    return {**schema, "description": meta["help"]}
+
+
+def describe(schema: dict[str, Any]) -> str:
+    """What a key's schema allows, in words: ``a number > 0 and ≤ 1``, ``one of [...]``."""
+    kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    words = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+             "array": "a list of strings", "null": "null"}
+    if "enum" in schema:
+        text = f"one of {[value for value in schema['enum'] if value is not None]}"
+    else:
+        text = words[kinds[0]]
+        bounds = [f"{symbol} {schema[keyword]}" for keyword, symbol in
+                  (("exclusiveMinimum", ">"), ("minimum", "≥"), ("exclusiveMaximum", "<"), ("maximum", "≤"))
+                  if keyword in schema]
+        if bounds:
+            text += " " + " and ".join(bounds)
+        if "pattern" in schema:
+            text += f" matching {schema['pattern']}"
+        if schema.get("minLength"):
+            text = "a non-empty string"
+    if "null" in kinds:
+        text += " (or null for the default)"
+    return f"{text}: {schema['description']}"

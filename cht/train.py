@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from cht.data import DATASETS, dataset_checksum, load_tensors, prepare_dataset
 from cht.dst import Evolution, get_method
 from cht.init import init_topology, init_weights
 from cht.init.topology import InitContext
+from cht.io import load_checkpoint, save_checkpoint, save_tensors_atomic, write_text_atomic
 from cht.models import build_model
 from cht.sparse import after_optimizer_step, align_optimizer_state, link_counts, sparse_layers
 from cht.tracking import Tracker
@@ -71,13 +71,6 @@ def lr_factor(epoch: int, config: TrainConfig) -> float:
     if decay_epochs <= 0:
         return config.lr_final_factor
     return 1.0 - (1.0 - config.lr_final_factor) * min(epoch / decay_epochs, 1.0)
-
-
-def write_atomic(path: Path, write: Any) -> None:
-    """Write through a temporary file and rename, so a crash never leaves a half-written file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    write(temporary)
-    os.replace(temporary, path)
 
 
 @dataclass
@@ -174,11 +167,8 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
 
     checkpoint_path = out_dir / CHECKPOINT
-    state = torch.load(checkpoint_path, map_location=device, weights_only=False) if checkpoint_path.exists() else None
+    state = load_checkpoint(checkpoint_path, config.identity()) if checkpoint_path.exists() else None
     if state is not None:
-        if state["identity"] != config.identity():
-            raise RuntimeError(f"{checkpoint_path} was written by a different configuration; delete it or "
-                               f"choose another output directory")
         model.load_state_dict(state["model"])  # before the optimiser: sparse layers get new parameters
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
@@ -219,7 +209,7 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
             tracker.log_params({**config.to_dict(), "resolved_backend": backend})
             tracker.set_tags({"cht.device": str(device), "cht.dataset_checksum": checksum,
                               "cht.method": config.method, "cht.dataset": config.dataset})
-            write_atomic(out_dir / INITIAL_MASKS, lambda path: torch.save(initial_masks, path))
+            save_tensors_atomic(out_dir / INITIAL_MASKS, initial_masks)
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             model.train()
@@ -268,11 +258,11 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
                 "torch_rng": torch.get_rng_state(), "history": history.__dict__, "mlflow_run_id": tracker.run_id,
                 "initial_links": initial_links, "initial_masks": initial_masks,
             }
-            write_atomic(checkpoint_path, lambda path: torch.save(state, path))
+            save_checkpoint(checkpoint_path, state)
 
         metrics = summarise(config, history, evolution, initial_links, device, checksum, backend)
-        write_atomic(out_dir / MASKS, lambda path: torch.save(layer_links(layers), path))
-        write_atomic(out_dir / METRICS, lambda path: path.write_text(json.dumps(metrics, indent=2)))
+        save_tensors_atomic(out_dir / MASKS, layer_links(layers))
+        write_text_atomic(out_dir / METRICS, json.dumps(metrics, indent=2))
         tracker.log_metrics({"final_test_accuracy": metrics["final_test_accuracy"],
                              "best_test_accuracy": metrics["best_test_accuracy"], "aae": metrics["aae"],
                              "final_anp": metrics["final_anp"]}, step=config.epochs)

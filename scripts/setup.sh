@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up: .venv with the package and its pinned dependencies, Fashion-MNIST offline when possible.
+# Idempotent set-up: .venv with the package, the pipeline and test extras, their pinned dependencies, Fashion-MNIST offline when possible.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +14,7 @@ wanted=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "installing cht and its dependencies into .venv (first time: a few minutes)"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"
+    .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[pipeline,test]"
     echo "$wanted" > "$stamp"
 fi
 

@@ -1,5 +1,8 @@
 """Shared fixtures: the real Fashion-MNIST, prepared once per test session."""
 
+import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,3 +20,32 @@ def fashion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     prepare_dataset("fashion_mnist", root)
     return root
+
+
+def mounted_tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted on ``folder`` for one test (needs root); the test is skipped where that is impossible."""
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB file system: a real full disk for anything larger."""
+    yield from mounted_tmpfs(tmp_path / "tiny", "size=256k")
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder nobody may write in: a read-only tmpfs as root (root ignores permission bits), else chmod 555."""
+    if os.geteuid() == 0:
+        yield from mounted_tmpfs(tmp_path / "read-only", "ro,size=1m")
+        return
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    yield folder
+    folder.chmod(0o755)

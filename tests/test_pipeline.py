@@ -60,6 +60,9 @@ BAD_CONFIGS = {
     "typo in a training key": ({"train": {"epoch": 1}}, ["'epoch' was unexpected"]),
     "unknown dataset": ({"datasets": ["fashion-mnist"]}, ["datasets", "'fashion-mnist' is not one of"]),
     "bad training value": ({"train": {"density_distribution": "gaussian"}}, ["density_distribution", "gaussian"]),
+    "zero density": ({"densities": [0]}, ["densities", "minimum of 0"]),
+    "training value out of range": ({"train": {"momentum": 2}}, ["momentum", "maximum of 1"]),
+    "seed beyond numpy's range": ({"seeds": [2**32]}, ["seeds", "4294967296"]),
 }
 
 
@@ -227,7 +230,7 @@ def test_killed_pipeline_reruns_only_the_unfinished_job_and_resumes_training(tmp
     assert resumed.returncode == 0, resumed.stderr[-5000:]
     stats = job_counts(resumed.stderr + resumed.stdout)
     assert stats == {"train": 1, "total": 1}  # the dataset job had finished: it is not redone
-    log = tmp_path / "logs" / "cht-resume-test" / "train" / target.removeprefix("results/runs/").replace(
+    log = tmp_path / "results" / "logs" / "train" / target.removeprefix("results/runs/").replace(
         "/metrics.json", ".log")
     assert re.search(r"resuming from .*checkpoint.pt after epoch \d", log.read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -241,26 +244,57 @@ def test_killed_pipeline_reruns_only_the_unfinished_job_and_resumes_training(tmp
 # --- environments ------------------------------------------------------------------------------------------
 
 
-def requirement_names(specs: list) -> set[str]:
-    """Package names of requirement strings such as ``mlflow>=3.17,<3.18`` (conda or pip spelling)."""
-    conda_to_pip = {"pytorch": "torch"}
-    names = set()
-    for spec in specs:
-        if isinstance(spec, str):
-            name = re.split(r"[<>=!~ \[]", spec, maxsplit=1)[0].lower()
-            names.add(conda_to_pip.get(name, name))
-    return names
+def constraint_pins() -> dict[str, str]:
+    """``{name: version}`` of constraints.txt (names normalised as pip does)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            requirement = Requirement(line)
+            (specifier,) = requirement.specifier
+            pins[canonicalize_name(requirement.name)] = specifier.version
+    return pins
 
 
-def test_conda_environments_match_the_package_requirements() -> None:
-    """envs/cht.yaml (per-rule) and environment.yml (everything) carry every dependency of pyproject.toml."""
+def conda_pins(path: Path) -> dict[str, str]:
+    """``{pip name: version}`` of a conda environment file whose packages are pinned ``name==version``."""
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for spec in yaml.safe_load(path.read_text())["dependencies"]:
+        if isinstance(spec, str) and spec not in ("pip",) and not spec.startswith("python="):
+            name, version = spec.split("==")
+            pins[canonicalize_name({"pytorch": "torch"}.get(name, name))] = version
+    return pins
+
+
+def test_pins_satisfy_the_package_requirements_and_conda_files_use_them() -> None:
+    """constraints.txt pins every requirement of pyproject.toml within its range; envs/cht.yaml (per-rule: the
+    library and mlflow) and environment.yml (everything) carry the same versions."""
     import tomllib
 
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    required = requirement_names(project["dependencies"])
-    per_rule = requirement_names(yaml.safe_load((ROOT / "envs" / "cht.yaml").read_text())["dependencies"])
-    everything = requirement_names(yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"])
-    workflow_only = {"snakemake", "snakemake-executor-plugin-slurm"}  # the jobs run under Snakemake already
-    assert required - workflow_only <= per_rule, required - workflow_only - per_rule
-    assert required <= everything, required - everything
-    assert requirement_names(project["optional-dependencies"]["test"]) <= everything
+    extras = project["optional-dependencies"]
+    pins = constraint_pins()
+    groups = {"library": project["dependencies"], **extras}
+    names = {}
+    for group, requirements in groups.items():
+        names[group] = set()
+        for text in requirements:
+            requirement = Requirement(text)
+            name = canonicalize_name(requirement.name)
+            names[group].add(name)
+            assert name in pins, f"{name} ({group}) has no pin in constraints.txt"
+            assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} is outside {requirement}"
+    assert set(pins) == set().union(*names.values())
+    conda_only_with_cuda = {"triton"}
+    per_rule = names["library"] - conda_only_with_cuda | {"mlflow"}
+    assert conda_pins(ROOT / "envs" / "cht.yaml") == {name: pins[name] for name in per_rule}
+    everything = set(pins) - conda_only_with_cuda
+    assert conda_pins(ROOT / "environment.yml") == {name: pins[name] for name in everything}

@@ -56,8 +56,8 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(fashion_root, tmp_pa
     monkeypatch.setattr(cht.train, "evaluate", real_evaluate)
     resumed = train(config, tmp_path / "resumed")
     assert comparable(resumed) == comparable(uninterrupted)
-    final_a = torch.load(tmp_path / "full/checkpoint.pt", weights_only=False)["model"]
-    final_b = torch.load(tmp_path / "resumed/checkpoint.pt", weights_only=False)["model"]
+    final_a = torch.load(tmp_path / "full/checkpoint.pt", weights_only=True)["model"]
+    final_b = torch.load(tmp_path / "resumed/checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
 
 

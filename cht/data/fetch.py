@@ -33,6 +33,9 @@ FETCH_ERRORS = (OSError, http.client.HTTPException, ValueError, RuntimeError)
 ARCHIVE_ERRORS = (OSError, EOFError, KeyError, zlib.error, tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile)
 
 REMOTE_SCHEMES = ("http://", "https://", "ftp://")
+#: How a user passes a folder of dataset files, whichever way they run cht.
+SOURCE_HINT = ("pass that directory with --data-source DIR (python -m cht), data_sources: [DIR] (config files) "
+               "or sources=[DIR] (prepare_dataset)")
 STAGING_PREFIX = ".cht-tmp-"
 
 

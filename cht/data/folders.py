@@ -20,9 +20,11 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from torchvision.datasets.utils import extract_archive
 
 from cht.data import fetch
+from cht.data.acquire import Acquisition
 from cht.data.integrity import (CHUNK_BYTES, combined_digest, file_digest, preparation_lock, read_record,
                                 record_path, unique_path, write_record)
 from cht.data.specs import Archive, DatasetError, DatasetSpec
+from cht.io import sync_folder
 
 SPLITS = ("train", "val")
 
@@ -38,19 +40,18 @@ def prepare_image_folder(spec: DatasetSpec, root: Path, sources: list[fetch.Sour
         if target.exists() or target.is_symlink():
             _verify_existing(spec, root, target, full_verify)
             return target
-        attempts: list[str] = []
         with fetch.staging_area(root, spec.name) as staging:
-            _acquire(spec, root, target, sources, download, staging, attempts)
+            run = _TreeAcquisition(spec, root, target, staging)
+            run.acquire(sources, download, staging)
         if not target.exists():
-            tried = "\n".join(f"  - {attempt}" for attempt in attempts) or "  - nothing (no sources)"
             fixes = [spec.install_hint] if spec.install_hint else []
             if spec.archives:
-                fixes.append(f"put {', '.join(a.filename for a in spec.archives)} in a directory and pass it in "
-                             f"sources=[...]")
+                fixes.append(f"put {', '.join(a.filename for a in spec.archives)} in a directory and "
+                             f"{fetch.SOURCE_HINT}")
                 if not download:
                     fixes.append(f"allow download=True to fetch it from {', '.join(spec.urls)}")
             fixes.append(f"or place the arranged tree (train/<class>/..., val/<class>/...) at {target}")
-            raise DatasetError(f"{spec.name}: no dataset at {target}.\nTried:\n{tried}\nTo fix: " + "; ".join(fixes))
+            raise DatasetError(f"{spec.name}: no dataset at {target}.\nTried:\n{run.tried()}\nTo fix: " + "; ".join(fixes))
     return target
 
 
@@ -201,96 +202,71 @@ def _verify_existing(spec: DatasetSpec, root: Path, target: Path, full_verify: b
         write_record(root, spec.name, {**record, "checksum": checksum, "checksum_listing": listing})
 
 
-def _acquire(spec: DatasetSpec, root: Path, target: Path, sources: list[fetch.Source], download: bool,
-             staging: Path, attempts: list[str]) -> None:
-    for source in [*sources, *fetch.as_sources(spec.default_sources, "default source")]:
-        if source.is_remote:
-            if not spec.archives:
-                attempts.append(f"{source.label} {source.location}: {spec.name} has no downloadable archive")
-            for archive in spec.archives:
-                if _from_url(spec, root, target, archive, source.url_for(archive.filename),
-                             f"{source.label} (mirror)", staging, attempts):
-                    return
-        elif _from_directory(spec, root, target, source, staging, attempts):
+class _TreeAcquisition(Acquisition):
+    """One preparation of an image-folder tree: done once ``target`` exists (unpacked, or linked to a user's tree)."""
+
+    def __init__(self, spec: DatasetSpec, root: Path, target: Path, staging: Path) -> None:
+        super().__init__(spec)
+        self.root, self.target, self.staging = root, target, staging
+
+    def done(self) -> bool:
+        return self.target.exists() or self.target.is_symlink()
+
+    def archives_needed(self) -> list[Archive]:
+        return [] if self.done() else list(self.spec.archives)
+
+    def from_directory(self, source: fetch.Source) -> None:
+        spec, directory = self.spec, source.directory
+        if not directory.is_dir():
+            self.attempts.append(f"{source.label} {directory}: not a directory")
             return
-    if spec.archives and not download:
-        attempts.append("official URLs not tried (download=False)")
-        return
-    for archive in spec.archives:
-        for url in archive.urls:
-            if _from_url(spec, root, target, archive, url, "official URL", staging, attempts):
+        for archive in spec.archives:
+            if (directory / archive.filename).is_file():
+                self.from_archive(archive, directory / archive.filename,
+                                  f"{source.label} {directory / archive.filename}")
+                if self.done():
+                    return
+        for tree in (directory, directory / spec.directory):
+            if (tree / "train").is_dir() and (tree / "val").is_dir():
+                try:
+                    images = survey(spec, tree)
+                except DatasetError as error:
+                    self.attempts.append(f"{source.label} {tree}: {error}")
+                    continue
+                self.target.symlink_to(tree, target_is_directory=True)
+                sync_folder(self.target.parent)
+                write_record(self.root, spec.name, {
+                    "directory": spec.directory, "listing": listing_digest(self.target), "images": images,
+                    "checksum": None, "checksum_listing": None,
+                    "verified_by": f"folder structure of {tree}, linked (no official per-file checksums exist)"})
                 return
+        wanted = [archive.filename for archive in spec.archives] + ["train/ and val/ class folders"]
+        self.attempts.append(f"{source.label} {directory}: found none of {', '.join(wanted)}")
 
-
-def _from_directory(spec: DatasetSpec, root: Path, target: Path, source: fetch.Source, staging: Path,
-                    attempts: list[str]) -> bool:
-    directory = source.directory
-    if not directory.is_dir():
-        attempts.append(f"{source.label} {directory}: not a directory")
-        return False
-    for archive in spec.archives:
-        if (directory / archive.filename).is_file():
-            if _from_archive(spec, root, target, archive, directory / archive.filename,
-                             f"{source.label} {directory / archive.filename}", staging, attempts):
-                return True
-    for tree in (directory, directory / spec.directory):
-        if (tree / "train").is_dir() and (tree / "val").is_dir():
-            try:
-                images = survey(spec, tree)
-            except DatasetError as error:
-                attempts.append(f"{source.label} {tree}: {error}")
-                continue
-            target.symlink_to(tree, target_is_directory=True)
-            write_record(root, spec.name, {
-                "directory": spec.directory, "listing": listing_digest(target), "images": images,
-                "checksum": None, "checksum_listing": None,
-                "verified_by": f"folder structure of {tree}, linked (no official per-file checksums exist)"})
-            return True
-    wanted = [archive.filename for archive in spec.archives] + ["train/ and val/ class folders"]
-    attempts.append(f"{source.label} {directory}: found none of {', '.join(wanted)}")
-    return False
-
-
-def _from_url(spec: DatasetSpec, root: Path, target: Path, archive: Archive, url: str, label: str, staging: Path,
-              attempts: list[str]) -> bool:
-    download_dir = unique_path(staging)
-    download_dir.mkdir()
-    path = download_dir / archive.filename
-    try:
-        fetch.fetch_url(url, path)
-    except fetch.FETCH_ERRORS as error:
-        attempts.append(f"{label} {url}: download failed ({error})")
-        return False
-    try:
-        return _from_archive(spec, root, target, archive, path, f"{label} {url}", staging, attempts)
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _from_archive(spec: DatasetSpec, root: Path, target: Path, archive: Archive, path: Path, origin: str,
-                  staging: Path, attempts: list[str]) -> bool:
-    """Unpack a verified archive in the staging area, arrange and check it, then move it into place."""
-    actual = file_digest(path).md5
-    if archive.md5 is None or actual != archive.md5:
-        attempts.append(f"{origin}: archive md5 {actual}, expected {archive.md5}")
-        return False
-    unpacked = unique_path(staging)
-    unpacked.mkdir()
-    try:
-        extract_archive(str(path), str(unpacked))
-    except fetch.ARCHIVE_ERRORS as error:
-        attempts.append(f"{origin}: unreadable ({error!r})")
-        return False
-    tree = unpacked / spec.directory if (unpacked / spec.directory).is_dir() else unpacked
-    try:
-        arrange_val_folder(tree / "val")
-        images = survey(spec, tree)
-    except DatasetError as error:
-        attempts.append(f"{origin}: {error}")
-        return False
-    checksum, listing = content_checksum(tree), listing_digest(tree)
-    os.replace(tree, target)
-    write_record(root, spec.name, {
-        "directory": spec.directory, "listing": listing, "images": images,
-        "checksum": checksum, "checksum_listing": listing, "verified_by": f"official md5 of {archive.filename}"})
-    return True
+    def from_archive(self, archive: Archive, path: Path, origin: str) -> None:
+        """Unpack a verified archive in the staging area, arrange and check it, then move it into place."""
+        spec = self.spec
+        actual = file_digest(path).md5
+        if archive.md5 is None or actual != archive.md5:
+            self.attempts.append(f"{origin}: archive md5 {actual}, expected {archive.md5}")
+            return
+        unpacked = unique_path(self.staging)
+        unpacked.mkdir()
+        try:
+            extract_archive(str(path), str(unpacked))
+        except fetch.ARCHIVE_ERRORS as error:
+            self.attempts.append(f"{origin}: unreadable ({error!r})")
+            return
+        tree = unpacked / spec.directory if (unpacked / spec.directory).is_dir() else unpacked
+        try:
+            arrange_val_folder(tree / "val")
+            images = survey(spec, tree)
+        except DatasetError as error:
+            self.attempts.append(f"{origin}: {error}")
+            return
+        checksum, listing = content_checksum(tree), listing_digest(tree)
+        os.replace(tree, self.target)
+        sync_folder(self.target.parent)
+        write_record(self.root, spec.name, {
+            "directory": spec.directory, "listing": listing, "images": images,
+            "checksum": checksum, "checksum_listing": listing, "verified_by": f"official md5 of {archive.filename}"})

@@ -6,10 +6,8 @@ modification time match what was recorded right after it verified is not hashed 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -17,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from filelock import FileLock
+
 from cht.data.specs import DatasetError, RawFile
+from cht.io import write_text_atomic
 
 CHUNK_BYTES = 1 << 20
 RECORD_FORMAT = 1
@@ -90,25 +91,22 @@ def write_record(root: Path, name: str, record: dict[str, Any]) -> None:
     """Atomically replace the record, so a reader never sees half of one."""
     path = record_path(root, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = unique_path(path.parent, ".json.part")
-    with open(temporary, "x") as out:
-        json.dump({"format": RECORD_FORMAT, "dataset": name, **record}, out, indent=1, sort_keys=True)
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps({"format": RECORD_FORMAT, "dataset": name, **record}, indent=1,
+                                       sort_keys=True))
 
 
 @contextmanager
 def preparation_lock(root: Path, name: str) -> Iterator[None]:
     """Exclusive lock per (root, dataset), so parallel jobs never fetch or unpack the same files twice."""
     lock_dir = root / ".cht"
+    lock = FileLock(lock_dir / f"{name}.lock")
     try:
         lock_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(lock_dir / f"{name}.lock", "a")
+        lock.acquire()
     except OSError as error:
         raise DatasetError(f"{name}: cannot write under the data root {root} ({error}); choose a writable root "
                            f"or prepare the dataset there once with write access") from error
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        lock.release()

@@ -3,23 +3,25 @@
 Order of attempts for every file still missing: each of ``sources`` in turn, then the spec's default local
 sources, then the official URLs (only with ``download=True``). A file is accepted when its own official
 digest matches, or, where none is published, when it comes out of an official archive whose md5 matches.
-Everything is written to a staging directory first and renamed into place only once verified, so an
-interrupted download or unpacking never leaves a file that a later call would accept.
+Downloads land in a staging directory; every file is written beside its target under a temporary name,
+flushed, and renamed into place only once verified (:func:`cht.io.write_atomic`), so an interrupted
+download or unpacking never leaves a file that a later call would accept.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from cht.data import fetch
+from cht.data.acquire import Acquisition
 from cht.data.folders import image_folder_checksum, image_folder_summary, prepare_image_folder
 from cht.data.integrity import (Digest, combined_digest, copy_with_digest, file_digest, mismatch,
-                                preparation_lock, read_record, unique_path, write_record)
+                                preparation_lock, read_record, write_record)
 from cht.data.specs import Archive, DatasetError, DatasetSpec, RawFile, get_spec
+from cht.io import make_folders, remove_empty_folders, write_atomic
 
 PathLike = str | os.PathLike[str]
 
@@ -96,8 +98,7 @@ def _prepare_files(spec: DatasetSpec, root: Path, sources: list[fetch.Source], d
                 run.verified[raw.path] = entry
         if run.wanted:
             with fetch.staging_area(root, spec.name) as staging:
-                run.staging = staging
-                run.acquire(sources, download)
+                run.acquire(sources, download, staging)
         if run.wanted:
             raise DatasetError(run.failure_message(download))
         write_record(root, spec.name, {
@@ -135,16 +136,14 @@ def _entry(digest: Digest, path: Path, verified_by: str) -> dict[str, Any]:
             "mtime_ns": path.stat().st_mtime_ns, "verified_by": verified_by}
 
 
-class _Acquisition:
-    """State of one preparation: files still wanted, files verified so far, and a log of every attempt."""
+class _Acquisition(Acquisition):
+    """One preparation of a set of files: those still wanted, those verified so far."""
 
     def __init__(self, spec: DatasetSpec, target: Path) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.target = target
         self.wanted: dict[str, RawFile] = {}
         self.verified: dict[str, dict[str, Any]] = {}
-        self.attempts: list[str] = []
-        self.staging: Path | None = None
 
     def check_existing(self, raw: RawFile, entry: dict[str, Any] | None,
                        full_verify: bool) -> dict[str, Any] | None:
@@ -169,53 +168,35 @@ class _Acquisition:
                                f"prepare_dataset again to fetch a verified copy.")
         return _entry(digest, path, entry["verified_by"] if entry else "official checksum")
 
-    def acquire(self, sources: list[fetch.Source], download: bool) -> None:
-        for source in [*sources, *fetch.as_sources(self.spec.default_sources, "default source")]:
-            if not self.wanted:
-                return
-            if source.is_remote:
-                for archive in self._archives_needed():
-                    self._from_url(archive, source.url_for(archive.filename), f"{source.label} (mirror)")
-            else:
-                self._from_directory(source)
-        if not self.wanted:
-            return
-        if not download:
-            self.attempts.append("official URLs not tried (download=False)")
-            return
-        for archive in self._archives_needed():
-            for url in archive.urls:
-                self._from_url(archive, url, "official URL")
-                if not self._needs(archive):
-                    break
-
     def failure_message(self, download: bool) -> str:
         spec = self.spec
-        tried = "\n".join(f"  - {attempt}" for attempt in self.attempts) or "  - nothing (no sources)"
         loose = [raw.path for raw in spec.files if raw.has_official_digest]
         forms = []
         if loose:
             forms.append(f"the files {', '.join(loose)} (plain or gzipped as .gz)")
         forms.append(f"the official archive(s) {', '.join(a.filename for a in spec.archives)}")
         fixes = [spec.install_hint] if spec.install_hint else []
-        placement = f"put {' or '.join(forms)} in a directory and pass it in sources=[...]"
+        placement = f"put {' or '.join(forms)} in a directory and {fetch.SOURCE_HINT}"
         if len(loose) == len(spec.files):
             placement += f" (or place the unpacked files in {self.target})"
         fixes.append(placement)
         if not download:
             fixes.append(f"allow download=True to fetch them from {', '.join(spec.urls)}")
         return (f"{spec.name}: could not make {', '.join(sorted(self.wanted))} available under {self.target}.\n"
-                f"Tried:\n{tried}\nTo fix: " + "; or ".join(fixes))
+                f"Tried:\n{self.tried()}\nTo fix: " + "; or ".join(fixes))
 
     # -- where files come from
+
+    def done(self) -> bool:
+        return not self.wanted
 
     def _needs(self, archive: Archive) -> bool:
         return any(path in self.wanted for path in archive.members)
 
-    def _archives_needed(self) -> list[Archive]:
+    def archives_needed(self) -> list[Archive]:
         return [archive for archive in self.spec.archives if self._needs(archive)]
 
-    def _from_directory(self, source: fetch.Source) -> None:
+    def from_directory(self, source: fetch.Source) -> None:
         directory = source.directory
         if not directory.is_dir():
             self.attempts.append(f"{source.label} {directory}: not a directory")
@@ -228,31 +209,16 @@ class _Acquisition:
                     self._from_plain_file(raw, place / raw.path, source.label)
             for archive in self._local_archive_forms():
                 if (place / archive.filename).is_file() and self._needs(archive):
-                    self._from_archive(archive, place / archive.filename, source.label)
+                    self.from_archive(archive, place / archive.filename, f"{source.label} {place / archive.filename}")
         if len(self.attempts) == attempts_before and self.wanted:
             self.attempts.append(f"{source.label} {directory}: found none of {', '.join(sorted(self.wanted))}, "
-                                 f"their .gz, or {', '.join(a.filename for a in self._archives_needed())}")
+                                 f"their .gz, or {', '.join(a.filename for a in self.archives_needed())}")
 
     def _local_archive_forms(self) -> list[Archive]:
         """Official archives, plus a bare ``<file>.gz`` for every wanted file that has no official .gz."""
         official = {archive.filename for archive in self.spec.archives}
         adhoc = [Archive(f"{path}.gz", None, (), {path: ""}) for path in self.wanted if f"{path}.gz" not in official]
-        return [*self._archives_needed(), *adhoc]
-
-    def _from_url(self, archive: Archive, url: str, label: str) -> None:
-        assert self.staging is not None
-        download_dir = unique_path(self.staging)
-        download_dir.mkdir()
-        path = download_dir / archive.filename
-        try:
-            try:
-                fetch.fetch_url(url, path)
-            except fetch.FETCH_ERRORS as error:
-                self.attempts.append(f"{label} {url}: download failed ({error})")
-                return
-            self._from_archive(archive, path, label, origin=url)
-        finally:
-            shutil.rmtree(download_dir, ignore_errors=True)
+        return [*self.archives_needed(), *adhoc]
 
     def _from_plain_file(self, raw: RawFile, path: Path, label: str) -> None:
         if not raw.has_official_digest:
@@ -263,8 +229,7 @@ class _Acquisition:
         with open(path, "rb") as stream:
             self._install(raw, stream, f"{label} {path}", "official checksum")
 
-    def _from_archive(self, archive: Archive, path: Path, label: str, origin: str | None = None) -> None:
-        origin = f"{label} {origin or path}"
+    def from_archive(self, archive: Archive, path: Path, origin: str) -> None:
         provided = [self.wanted[member] for member in archive.members if member in self.wanted]
         verified_by = "official checksum"
         if not all(raw.has_official_digest for raw in provided):
@@ -289,19 +254,27 @@ class _Acquisition:
             self.attempts.append(f"{origin}: unreadable ({error!r})")
 
     def _install(self, raw: RawFile, stream: BinaryIO, origin: str, verified_by: str) -> None:
-        """Copy ``stream`` to the staging area while hashing; move it into place only if it verifies."""
-        assert self.staging is not None
-        temporary = unique_path(self.staging, ".part")
-        with open(temporary, "xb") as out:
-            digest = copy_with_digest(stream, out)
-        reason = mismatch(raw, digest)
-        if reason is not None:
-            os.unlink(temporary)
-            self.attempts.append(f"{origin}: {raw.path} rejected ({reason})")
-            return
+        """Copy ``stream`` into place while hashing; it replaces the target only if it verifies."""
         destination = self.target / raw.path
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temporary, destination)
-        self.verified[raw.path] = _entry(digest, destination, verified_by)
+        created = make_folders(destination.parent)
+        digests = []
+
+        def copy_verified(out: BinaryIO) -> None:
+            digest = copy_with_digest(stream, out)
+            reason = mismatch(raw, digest)
+            if reason is not None:
+                raise _Rejected(reason)
+            digests.append(digest)
+
+        try:
+            write_atomic(destination, copy_verified)
+        except _Rejected as rejection:
+            remove_empty_folders(created)
+            self.attempts.append(f"{origin}: {raw.path} rejected ({rejection})")
+            return
+        self.verified[raw.path] = _entry(digests[0], destination, verified_by)
         del self.wanted[raw.path]
 
+
+class _Rejected(Exception):
+    """A copied file did not match its official checksum (the message says how)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from cht.init.topology import InitContext, register_topology_init
+from cht.io import CheckpointError, load_tensors, save_tensors_atomic
 
 CHUNK_ROWS = 4096
 
@@ -65,14 +66,15 @@ def dataset_correlation(context: InitContext) -> torch.Tensor:
     features = inputs[0].numel()
     path = cache_path(data_root, dataset, inputs.shape[0])
     if path.exists():
-        cached = torch.load(path, map_location=inputs.device, weights_only=True)
-        if cached.shape == (features, features):
+        try:
+            cached = load_tensors(path, map_location=inputs.device)
+        except CheckpointError:  # a damaged cache is recomputed and replaced
+            cached = None
+        if isinstance(cached, torch.Tensor) and cached.shape == (features, features):
             return cached
     correlation = feature_correlation(inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(correlation.cpu(), temporary)
-    os.replace(temporary, path)
+    save_tensors_atomic(path, correlation.cpu())
     return correlation
 
 

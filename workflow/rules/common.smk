@@ -10,21 +10,26 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from cht.analysis.figures import CAPTIONS
-from cht.config import ConfigError, TrainConfig
-from cht.data import DATASETS, available_datasets
+from cht.config import RUN_LAYOUT, ConfigError, TrainConfig
+from cht.data import DATASETS
 from cht.dst import available_methods, get_method
-from cht.models import MODELS
 from cht.tracking import config_hash
 
 
 def validate_config(config: dict) -> None:
-    """Validate against the schema, with the allowed names taken from the library's registries."""
+    """Validate against the schema, completed with the keys of :class:`cht.config.TrainConfig`.
+
+    TrainConfig declares every run setting once: its ``grid`` keys fill ``$defs`` (the items of methods,
+    datasets, models, dims, densities, seeds), its ``run`` keys the top-level keys of the same name (the
+    YAML's defaults and descriptions win), its ``train`` keys the shared training settings.
+    """
     schema = yaml.safe_load(Path(workflow.basedir, "workflow", "schemas", "config.schema.yaml").read_text())
-    methods = available_methods()
-    schema["$defs"]["method"]["enum"] = methods
-    schema["$defs"]["dataset"]["enum"] = available_datasets()
-    schema["$defs"]["model"]["enum"] = sorted(MODELS)
-    schema["properties"]["methods"]["default"] = methods
+    for key, value in TrainConfig.json_schema(pipeline="grid")["properties"].items():
+        schema["$defs"][key] = value
+    for key, value in TrainConfig.json_schema(pipeline="run")["properties"].items():
+        schema["properties"][key] = {**value, **schema["properties"].get(key, {})}
+    schema["$defs"]["train_settings"] = TrainConfig.json_schema(pipeline="train")
+    schema["properties"]["methods"]["default"] = available_methods()
     with tempfile.TemporaryDirectory() as folder:
         resolved = Path(folder, "config.schema.yaml")
         resolved.write_text(yaml.safe_dump(schema))
@@ -35,12 +40,12 @@ validate_config(config)
 
 
 RESULTS = config["results_dir"]
-LOGS = f"logs/{config['experiment']}"
+LOGS = f"{RESULTS}/logs"
 GRID = {"dataset": config["datasets"], "model": config["models"], "dim": config["dims"],
         "density": [f"{density:g}" for density in config["densities"]], "method": config["methods"],
         "seed": config["seeds"]}
 SETTING = "{dataset}/{model}-dim{dim}/density{density}"
-RUN = "{dataset}/{model}-dim{dim}/density{density}/{method}/seed{seed}"
+RUN = RUN_LAYOUT
 CONFIG_HASH = config_hash(config)
 
 wildcard_constraints:

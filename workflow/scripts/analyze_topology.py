@@ -11,7 +11,7 @@ from cht.results import scalar_metrics
 with logged(snakemake):
     tracker = job_tracker(snakemake)
     with tracker.run():
-        masks = torch.load(snakemake.input.masks)
+        masks = torch.load(snakemake.input.masks, weights_only=True)
         settings = snakemake.params.analysis
         # A dense model has no sparse layers: its topology is not analysed.
         topology = network_metrics(masks, embedding=settings["embedding"], seed=settings["seed"],

@@ -11,6 +11,6 @@ with logged(snakemake):
     tracker = job_tracker(snakemake)
     with tracker.run():
         for method, png in zip(snakemake.params.methods, snakemake.output.degrees[::2]):
-            masks = torch.load(snakemake.input[f"masks_{method}"])
+            masks = torch.load(snakemake.input[f"masks_{method}"], weights_only=True)
             plot_degree_distribution(masks, Path(png).with_suffix(""), label=method)
         log_outputs(tracker, snakemake)

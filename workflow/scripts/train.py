@@ -7,6 +7,7 @@ import torch
 from jobs import job_tracker, logged
 
 from cht.config import TrainConfig
+from cht.io import CheckpointError, load_checkpoint
 from cht.train import CHECKPOINT, train
 
 with logged(snakemake):
@@ -15,9 +16,13 @@ with logged(snakemake):
     out_dir = Path(snakemake.output.metrics).parent
     checkpoint = out_dir / CHECKPOINT
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state["identity"] != config.identity() or state["epoch"] + 1 >= config.epochs:
-            print(f"starting afresh: {checkpoint} belongs to another configuration or a finished run")
+        try:
+            state = load_checkpoint(checkpoint, config.identity())
+            stale = f"{checkpoint} belongs to a finished run" if state["epoch"] + 1 >= config.epochs else None
+        except CheckpointError as error:
+            stale = str(error)
+        if stale:
+            print(f"starting afresh: {stale}")
             checkpoint.unlink()
         else:
             print(f"resuming from {checkpoint} after epoch {state['epoch'] + 1}")
