@@ -80,8 +80,7 @@ def _train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in cli_only and v is not None}
     config = TrainConfig.from_yaml(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
     out = args.out or Path("results", "runs", config.dataset, config.method, f"seed{config.seed}")
-    tracker = Tracker(config.experiment, run_name=f"{config.method}-{config.dataset}-s{config.seed}",
-                      enabled=config.tracking, results_dir=args.results_dir)
+    tracker = Tracker(config.experiment, enabled=config.tracking, results_dir=args.results_dir)
     metrics = train(config, out, tracker)
     print(json.dumps({k: metrics[k] for k in ("method", "dataset", "final_test_accuracy",
                                               "best_test_accuracy", "final_anp", "train_time_s")}))

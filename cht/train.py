@@ -30,7 +30,7 @@ from cht.init import init_topology, init_weights
 from cht.init.topology import InitContext
 from cht.models import build_model
 from cht.sparse import apply_masks, link_counts, sparse_layers
-from cht.tracking import Tracker
+from cht.tracking import Tracker, evolution_metrics, resolved_params, training_run_name
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
@@ -131,6 +131,7 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     device = resolve_device(config.device)
     seed_everything(config.seed, device)
     tracker = tracker or Tracker(config.experiment, enabled=False)
+    tracker.run_name = tracker.run_name or training_run_name(config)
 
     spec = DATASETS[config.dataset]
     root = Path(config.data_root)
@@ -179,9 +180,10 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     total_steps = steps_per_epoch * config.epochs
     loss_function = nn.CrossEntropyLoss()
     checksum = dataset_checksum(config.dataset, root)
+    params = resolved_params(config, method, device)
     with tracker.run():
         if start_epoch == 0:
-            tracker.log_params(config.to_dict())
+            tracker.log_params(params)
             tracker.set_tags({"cht.device": str(device), "cht.dataset_checksum": checksum,
                               "cht.method": config.method, "cht.dataset": config.dataset})
         for epoch in range(start_epoch, config.epochs):
@@ -218,9 +220,9 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
             history.test_accuracy.append(accuracy)
             history.train_loss.append(train_loss)
             history.epoch_seconds.append(time.perf_counter() - started)
-            tracker.log_metrics({"test_accuracy": accuracy, "train_loss": train_loss,
-                                 "lr": optimizer.param_groups[0]["lr"],
-                                 "epoch_seconds": history.epoch_seconds[-1]}, step=epoch + 1)
+            tracker.log_metrics({"epoch/test_accuracy": accuracy, "epoch/train_loss": train_loss,
+                                 "epoch/lr": optimizer.param_groups[0]["lr"],
+                                 "epoch/seconds": history.epoch_seconds[-1]}, step=epoch + 1)
             if config.progress:
                 tqdm.write(f"{config.method} epoch {epoch + 1}/{config.epochs}: loss {train_loss:.4f}, "
                            f"test accuracy {accuracy:.4f}")
@@ -232,27 +234,15 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
             }
             write_atomic(checkpoint_path, lambda path: torch.save(state, path))
 
-        metrics = summarise(config, history, layers, initial_links, device, checksum)
+        metrics = {**summarise(config, history, layers, initial_links, device, checksum), "config": params}
         masks = [layer.adjacency.cpu().clone() for layer in layers]
         write_atomic(out_dir / MASKS, lambda path: torch.save(masks, path))
         write_atomic(out_dir / METRICS, lambda path: path.write_text(json.dumps(metrics, indent=2)))
         tracker.log_metrics({"final_test_accuracy": metrics["final_test_accuracy"],
                              "best_test_accuracy": metrics["best_test_accuracy"], "aae": metrics["aae"],
-                             "final_anp": metrics["final_anp"]}, step=config.epochs)
+                             "final_anp": metrics["final_anp"] if layers else None}, step=config.epochs)
         tracker.log_artifact(out_dir / METRICS)
         tracker.log_artifact(out_dir / MASKS)
-    return metrics
-
-
-def evolution_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """Flatten an evolution record into mlflow metrics (per layer and overall)."""
-    metrics = {"anp": record["anp"], "zeta": record["zeta"]}
-    for index, layer in enumerate(record["layers"]):
-        for key, value in layer.items():
-            metrics[f"layer{index}.{key}"] = value
-        metrics[f"layer{index}.active_out"] = record["active_per_layer"][index + 1]
-    for phase, seconds in record["seconds"].items():
-        metrics[f"seconds.{phase}"] = seconds
     return metrics
 
 
