@@ -366,6 +366,7 @@ class Tracker:
         self.source_type = source_type
         self.run_id: str | None = None
         self.resume_run_id: str | None = None
+        self.experiment_id: str | None = None
         self._client: Any = None
 
     @contextmanager
@@ -398,7 +399,7 @@ class Tracker:
         # every subprocess started later (e.g. the jobs of a pipeline run with another results folder).
         with store_lock(uri):
             self._client = client = MlflowClient(uri)
-            experiment_id = retry_locked(lambda: self._experiment_id(client, uri))
+            self.experiment_id = experiment_id = retry_locked(lambda: self._experiment_id(client, uri))
         if uri.startswith("sqlite:"):
             relocate_artifacts(self.results_dir)
         close_dead_runs(client, experiment_id)
@@ -432,6 +433,19 @@ class Tracker:
         if not self.enabled or self.run_id is None:
             return
         retry_locked(lambda: self._client.set_terminated(self.run_id, status=status))
+
+    def viewing_hint(self) -> str:
+        """How to open this run's experiment in the mlflow UI, on its runs table.
+
+        The mlflow 3.17 UI opens every experiment in its GenAI view unless the address asks for the
+        model-training one (``workflowType=machine_learning``).
+        """
+        uri = resolve_tracking_uri(self.results_dir)
+        page = f"#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+        if uri.startswith(("http://", "https://")):
+            return f"mlflow: {uri.rstrip('/')}/{page}"
+        return (f"mlflow: `mlflow server --backend-store-uri {uri} --workers 1`, then open "
+                f"http://127.0.0.1:5000/{page}")
 
     def _experiment_id(self, client: Any, uri: str) -> str:
         existing = client.get_experiment_by_name(self.experiment)

@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +21,7 @@ from cht.dst import available_methods, get_method
 from cht.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, PARENT_RUN_ENV, InterruptWatch, Tracker,
                           config_hash, default_tracking_uri, describe_run, evolution_metrics, flatten, job_run_name,
                           job_tags, main, relocate_artifacts, resolved_params, store_lock, training_run_name)
+from test_pipeline import needs_fashion_mnist, snakemake, snakemake_command, write_config
 
 WRITERS = 8
 STEPS = 10
@@ -358,3 +361,135 @@ def test_a_failed_jobs_log_holds_its_traceback(tmp_path, monkeypatch) -> None:
         signal.signal(signal.SIGTERM, previous)
     text = log.read_text()
     assert "working" in text and "Traceback (most recent call last)" in text and "ZeroDivisionError" in text
+
+
+# --- hard kills, end to end -------------------------------------------------------------------------------------
+
+
+def wait_for(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_rerun_after_a_hard_kill_closes_the_dead_runs_and_moves_the_resumed_one(tmp_path) -> None:
+    experiment = "cht-hard-kill-test"
+    config = write_config(tmp_path / "kill.yaml", methods=["static", "set"], experiment=experiment,
+                          train={"epochs": 3, "batch_size": 32, "max_train_samples": 2000, "max_test_samples": 200,
+                                 "device": "cpu"})
+    targets = [f"results/runs/fashion_mnist/mlp-dim1/density0.01/{method}/seed0/metrics.json"
+               for method in ("static", "set")]
+    process = subprocess.Popen(snakemake_command(tmp_path, "--configfile", str(config), "--cores", "2", *targets),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: any((tmp_path / "results" / "runs").rglob("checkpoint.pt")) or process.poll() is not None,
+             "a first epoch checkpoint")
+    os.killpg(process.pid, signal.SIGKILL)  # the pipeline and its jobs, as a node failure would
+    process.wait()
+    assert not any((tmp_path / "results" / "runs").rglob("metrics.json")), "training ended before the kill"
+    (dead_pipeline,) = [run for run in runs_of(tmp_path / "results", experiment)
+                        if run.data.tags.get("cht.pipeline") == "true"]
+    assert dead_pipeline.info.status == "RUNNING"  # nothing could close it
+
+    assert snakemake(tmp_path, "--configfile", str(config), "--unlock").returncode == 0
+    rerun = snakemake(tmp_path, "--configfile", str(config), "--cores", "2", *targets)
+    assert rerun.returncode == 0, rerun.stderr[-5000:]
+
+    runs = runs_of(tmp_path / "results", experiment)
+    by_id = {run.info.run_id: run for run in runs}
+    assert not [run.info.run_name for run in runs if run.info.status == "RUNNING"]
+    pipelines = [run for run in runs if run.data.tags.get("cht.pipeline") == "true"]
+    assert len(pipelines) == 2
+    old = by_id[dead_pipeline.info.run_id]
+    (new,) = [run for run in pipelines if run.info.run_id != old.info.run_id]
+    assert old.info.status == "KILLED" and new.info.status == "FINISHED"
+    children_of_new = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == new.info.run_id]
+    jobs = [(run.data.tags["snakemake.rule"], run.data.tags["snakemake.wildcards"]) for run in children_of_new]
+    assert len(jobs) == len(set(jobs)) and all(run.info.status == "FINISHED" for run in children_of_new)
+    trained = [run for run in runs if run.data.tags.get("snakemake.rule") == "train" and run.info.status == "FINISHED"]
+    assert sorted(run.info.run_name for run in trained) == ["set s0 · fashion_mnist mlp d1 1%",
+                                                            "static s0 · fashion_mnist mlp d1 1%"]
+    assert all(run.data.tags["mlflow.parentRunId"] == new.info.run_id for run in trained)
+    resumed = [run for run in trained if run.data.tags.get("cht.previous_parent_run_id") == old.info.run_id]
+    assert resumed, "no training run continued from its checkpoint"
+    for run in runs:  # what the dead pipeline left running is closed, not left RUNNING or duplicated as live
+        if run.data.tags.get("mlflow.parentRunId") == old.info.run_id:
+            assert run.info.status in ("FINISHED", "KILLED")
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_a_cli_run_killed_in_its_first_epoch_is_closed_by_the_next_run(tmp_path, fashion_root) -> None:
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "cht", "train", "--method", "set", "--epochs", "1", "--device", "cpu",
+               "--data-root", str(fashion_root), "--results-dir", str(results), "--out", str(tmp_path / "run"),
+               "--experiment", "cli-kill", "--no-progress"]
+    environment = {k: v for k, v in os.environ.items() if k not in (PARENT_RUN_ENV, "MLFLOW_TRACKING_URI")}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+
+    def run_started() -> bool:
+        assert process.poll() is None, "the run ended before it could be killed"
+        return (results / "mlflow.db").exists() and bool(runs_of_if_any(results, "cli-kill"))
+
+    wait_for(run_started, "the CLI run to start")
+    process.kill()
+    process.wait()
+    assert not (tmp_path / "run" / "checkpoint.pt").exists(), "the first epoch ended before the kill"
+    (killed,) = runs_of(results, "cli-kill")
+    assert killed.info.status == "RUNNING" and killed.info.run_name == "set s0 · fashion_mnist mlp d1 1%"
+
+    finished = subprocess.run([*command, "--max-train-samples", "256", "--max-test-samples", "128"],
+                              capture_output=True, text=True, env=environment, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    states = {run.info.run_id: run.info.status for run in runs_of(results, "cli-kill")}
+    assert states.pop(killed.info.run_id) == "KILLED" and list(states.values()) == ["FINISHED"]
+
+
+def runs_of_if_any(results: Path, experiment: str) -> list:
+    try:
+        return runs_of(results, experiment)
+    except Exception:  # the store or the experiment is still being created
+        return []
+
+
+@pytest.mark.slow
+def test_training_logs_what_it_resolved_and_metrics_on_their_own_axes(tmp_path, fashion_root) -> None:
+    from cht.config import TrainConfig
+    from cht.train import train
+
+    results = tmp_path / "results"
+    config = TrainConfig(method="set", epochs=3, max_train_samples=256, max_test_samples=128, device="auto",
+                         data_root=str(fashion_root), progress=False, experiment="resolved")
+    metrics = train(config, tmp_path / "run", Tracker("resolved", results_dir=results))
+    (run,) = runs_of(results, "resolved")
+    assert run.info.run_name == "set s0 · fashion_mnist mlp d1 1%"
+    expected_device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert run.data.params["device"].startswith(expected_device) and run.data.params["zeta"] == "0.3"
+    assert run.data.params["rules.removal"] == "MagnitudeRemoval()"
+    assert metrics["config"]["zeta"] == 0.3 and metrics["config"]["device"].startswith(expected_device)
+    assert metrics["config"]["rules"]["regrowth"] == "RandomRegrowth()"
+    client = client_for(results)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/test_accuracy")] == [1, 2, 3]
+    updates = client.get_metric_history(run.info.run_id, "evolution/anp")
+    assert [m.step for m in updates] == [8, 16]  # optimiser steps: 256 / 32 per epoch, after epochs 1 and 2
+    assert "evolution_layer0/regrown" in run.data.metrics and "anp" not in run.data.metrics
+
+    dense = TrainConfig(method="fc", epochs=1, max_train_samples=256, max_test_samples=128, device="cpu",
+                        data_root=str(fashion_root), progress=False, experiment="resolved")
+    train(dense, tmp_path / "dense", Tracker("resolved", results_dir=results))
+    (fc,) = [run for run in runs_of(results, "resolved") if run.data.params["method"] == "fc"]
+    assert "final_anp" not in fc.data.metrics and "final_test_accuracy" in fc.data.metrics
+    assert "zeta" not in fc.data.params and fc.data.params["rules.topology_init"] == "dense"
+
+
+def test_viewing_hint_opens_the_experiment_on_its_runs_in_the_model_training_view(tmp_path, monkeypatch) -> None:
+    tracker = Tracker("hint", results_dir=tmp_path / "results")
+    with tracker.run():
+        pass
+    hint = tracker.viewing_hint()
+    assert default_tracking_uri(tmp_path / "results") in hint
+    assert f"#/experiments/{tracker.experiment_id}/runs?workflowType=machine_learning" in hint
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://cluster:5000/")
+    assert tracker.viewing_hint().startswith(f"mlflow: http://cluster:5000/#/experiments/{tracker.experiment_id}/")

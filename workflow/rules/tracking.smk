@@ -32,6 +32,8 @@ onstart:
 
 onsuccess:
     PIPELINE_RUN.end("FINISHED")
+    if PIPELINE_RUN.run_id:
+        print(PIPELINE_RUN.viewing_hint())
 
 
 onerror:
