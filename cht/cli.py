@@ -57,7 +57,7 @@ def _add_key(parser: argparse.ArgumentParser, key: Field) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from cht.io import ensure_folder, remove_empty_folders
-    from cht.tracking import Tracker, check_reachable, resolve_tracking_uri
+    from cht.tracking import Tracker, check_reachable, resolve_tracking_uri, training_run_name
     from cht.train import resolve_device, train
 
     flags = {key.name: option for key in fields(TrainConfig)
@@ -77,7 +77,7 @@ def _train(args: argparse.Namespace) -> int:
     if config.tracking:
         _check_tracking(args.results_dir, resolve_tracking_uri(args.results_dir), check_reachable)
     created = ensure_folder(out, "--out" if args.out else "--results-dir")
-    tracker = Tracker(config.experiment, run_name=f"{config.method}-{config.dataset}-s{config.seed}",
+    tracker = Tracker(config.experiment, run_name=training_run_name(config),
                       enabled=config.tracking, results_dir=args.results_dir)
     try:
         metrics = train(config, out, tracker)

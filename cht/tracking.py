@@ -1,30 +1,63 @@
-"""Experiment tracking with mlflow.
+"""Experiment tracking with mlflow, laid out for a reader of the mlflow UI.
 
-Every training run is an mlflow run holding its resolved config (params), per-epoch metrics, final
-masks and metrics JSON (artifacts), and what is needed to reproduce it (tags: git commit, dataset
-checksum, package versions, device). The default store is an embedded sqlite file under the results
-folder; ``MLFLOW_TRACKING_URI`` switches to a server, which must answer or the run stops at once.
+Every training run is an mlflow run named by what tells it apart (``cht s2 · fashion_mnist mlp d1 1%``),
+holding the configuration it actually used (:func:`resolved_params`: the method's effective schedule,
+rules and initialisers, the real device), per-epoch metrics on the epoch axis, per-update metrics under
+``evolution/`` (per layer under ``evolution_layer<i>/``) on the optimiser-step axis, its final masks and
+metrics JSON (artifacts), and what is needed to reproduce it (tags: git commit, dataset checksum,
+package versions). mlflow's own ``mlflow.source.*`` and ``mlflow.user`` tags fill the UI's Source and
+"Created by" columns.
+
+The default store is an embedded sqlite file under the results folder, its artifacts in
+``<results>/mlartifacts``; moving the folder is fine: the next run (or ``python -m cht.tracking
+<results>``) points the store at the new place. ``MLFLOW_TRACKING_URI`` switches to a server, which must
+answer or the run stops at once.
+
+Runs record their host and process; a run still RUNNING whose process is gone (a hard kill, a node
+failure) is marked KILLED the next time any run of its experiment starts on that host.
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
+import math
 import os
 import platform
+import signal
+import socket
+import sqlite3
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import torch
+
+    from cht.config import TrainConfig
+    from cht.dst.methods import Method
 
 DEFAULT_RESULTS_DIR = Path("results")
+ARTIFACTS_DIR = "mlartifacts"
 PARENT_RUN_ENV = "CHT_MLFLOW_PARENT_RUN_ID"
 PACKAGES = ("torch", "torchvision", "numpy", "mlflow", "scipy", "networkx", "snakemake")
+# Without this experiment tag the mlflow 3 UI opens an experiment in its GenAI (traces) view.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+# mlflow's per-call limit on params and tags (mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH) and on
+# the length of one param value (MAX_PARAM_VAL_LENGTH).
+BATCH_LIMIT = 100
+PARAM_VALUE_LIMIT = 6000
+# Wildcards of the pipeline in the order a run name shows them: what differs between runs comes first.
+NAME_ORDER = ("method", "seed", "dataset", "model", "dim", "density")
 T = TypeVar("T")
 
 
@@ -127,6 +160,176 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def describe_run(values: Mapping[str, Any]) -> str:
+    """A run's identity as the UI's narrow columns and chart legends need it: method and seed first.
+
+    ``{"method": "cht", "seed": 2, "dataset": "fashion_mnist", "model": "mlp", "dim": 1, "density": 0.01}``
+    → ``cht s2 · fashion_mnist mlp d1 1%``; missing keys are left out, unknown ones appended as ``key=value``.
+    """
+    parts = {"method": str, "seed": lambda seed: f"s{seed}", "dataset": str, "model": str,
+             "dim": lambda dim: f"d{dim}", "density": lambda density: f"{float(density) * 100:g}%"}
+    head = [parts[key](values[key]) for key in NAME_ORDER[:2] if key in values]
+    tail = [parts[key](values[key]) for key in NAME_ORDER[2:] if key in values]
+    tail += [f"{key}={value}" for key, value in values.items() if key not in parts]
+    return " · ".join(" ".join(group) for group in (head, tail) if group)
+
+
+def training_run_name(config: TrainConfig) -> str:
+    """Run name of a training run (the CLI's and the pipeline's ``train`` jobs' alike)."""
+    return describe_run({key: getattr(config, key) for key in NAME_ORDER})
+
+
+def job_run_name(rule: str, wildcards: Mapping[str, Any]) -> str:
+    """Run name of a pipeline job: a training run's name, or the rule followed by its wildcards."""
+    described = describe_run(wildcards)
+    if rule == "train":
+        return described
+    return f"{rule} · {described}" if described else rule
+
+
+def resolved_params(config: TrainConfig, method: Method, device: torch.device | str) -> dict[str, Any]:
+    """The configuration a training run actually used, for mlflow params and ``metrics.json``.
+
+    ``method`` is the registered method with the configuration's schedule overrides applied
+    (:meth:`Method.with_schedule`). Schedule fields the configuration left to the method get the
+    method's values; a method that never changes its topology has no schedule, so those keys are
+    absent rather than ``None``. ``rules`` names the composed pieces (initialisers, removal and
+    regrowth rules, density schedule, percolation, early stop), ``protocol`` how the run trains and is
+    evaluated, ``device`` the device it ran on.
+    """
+    params = config.to_dict()
+    schedule_keys = {"zeta": "zeta", "zeta_decay": "zeta_decay", "update_interval": "interval",
+                     "update_unit": "unit", "end_fraction": "end_fraction"}
+    for key, field_name in schedule_keys.items():
+        if method.evolves:
+            params[key] = getattr(method.schedule, field_name)
+        else:
+            params.pop(key)
+    params["device"] = str(device)
+    for key in ("max_train_samples", "max_test_samples"):
+        if params[key] is None:
+            params[key] = "all"
+    params["rules"] = {
+        "description": method.description,
+        "topology_init": method.topology_init if method.sparse else "dense",
+        "weight_init": method.weight_init if method.sparse else "torch default",
+        "removal": repr(method.removal) if method.evolves else "none",
+        "regrowth": repr(method.regrowth) if method.evolves else "none",
+        "density_schedule": repr(method.density),
+        "initial_density": method.initial_density(config.density) if method.sparse else 1.0,
+        "percolation": method.percolation,
+        "early_stop": repr(method.early_stop) if method.early_stop else "none",
+        "dense_gradient": method.needs_dense_grad,
+    }
+    params["protocol"] = {
+        "optimizer": f"SGD(momentum={config.momentum}, weight_decay={config.weight_decay})",
+        "lr_schedule": f"linear from {config.lr} to {config.lr * config.lr_final_factor:g} over "
+                       f"{config.lr_decay_fraction:.0%} of the epochs, then constant",
+        "evaluation": "top-1 test accuracy after every epoch",
+    }
+    return params
+
+
+def evolution_metrics(record: Mapping[str, Any]) -> dict[str, float]:
+    """mlflow metrics of one topology update (an ``EvolutionRecord.to_dict()``), logged at its optimiser step.
+
+    Network-wide values go under ``evolution/`` (ANP, ζ, the epoch it followed, phase times); per-layer
+    detail under ``evolution_layer<i>/``, so the UI groups each layer's charts in a section of its own.
+    """
+    metrics = {"evolution/anp": record["anp"], "evolution/zeta": record["zeta"], "evolution/epoch": record["epoch"]}
+    for phase, seconds in record["seconds"].items():
+        metrics[f"evolution/seconds_{phase}"] = seconds
+    for index, layer in enumerate(record["layers"]):
+        for key, value in layer.items():
+            metrics[f"evolution_layer{index}/{key}"] = value
+        metrics[f"evolution_layer{index}/active_out"] = record["active_per_layer"][index + 1]
+    return metrics
+
+
+def chunks(items: Sequence[T], size: int = BATCH_LIMIT) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def process_start(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or ``""`` where unknown.
+
+    Together with the pid it names a process even after the pid is reused.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_alive(pid: int, started: str) -> bool:
+    """Whether process ``pid`` that started at ``started`` (:func:`process_start`) still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True  # no /proc: the pid answering is all we know
+    return fields[0] != "Z" and (not started or fields[19] == started)
+
+
+def process_tags() -> dict[str, str]:
+    """Where this process runs, so that a later run can tell whether it died."""
+    pid = os.getpid()
+    return {"cht.host": socket.gethostname(), "cht.pid": str(pid), "cht.pid_started": process_start(pid)}
+
+
+def relocate_artifacts(results_dir: Path = DEFAULT_RESULTS_DIR) -> int:
+    """Point an embedded store's artifact locations at ``<results>/mlartifacts`` after the folder moved.
+
+    sqlite stores keep absolute artifact URIs; this rewrites those that end in ``/mlartifacts`` (the
+    ones this module writes) and lie elsewhere. Returns how many experiments it moved.
+    """
+    database = Path(results_dir) / "mlflow.db"
+    if not database.exists():
+        return 0
+    current = (Path(results_dir) / ARTIFACTS_DIR).resolve().as_uri()
+    with store_lock(default_tracking_uri(Path(results_dir))), sqlite3.connect(database) as connection:
+        old_roots = {location for (location,) in connection.execute("SELECT artifact_location FROM experiments")
+                     if location and location.endswith(f"/{ARTIFACTS_DIR}") and location != current}
+        for old in old_roots:
+            connection.execute("UPDATE experiments SET artifact_location = ? WHERE artifact_location = ?",
+                               (current, old))
+            connection.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                               "WHERE substr(artifact_uri, 1, ?) = ?", (current, len(old) + 1, len(old) + 1, f"{old}/"))
+    return len(old_roots)
+
+
+class InterruptWatch:
+    """Remembers whether SIGINT or SIGTERM arrived, handing each on to the handler installed before.
+
+    The pipeline's error hook uses it to close its run as KILLED (interrupted) rather than FAILED.
+    """
+
+    def __init__(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        self.received: int | None = None
+        for signum in signals:
+            previous = signal.getsignal(signum)
+            signal.signal(signum, lambda number, frame, previous=previous: self._handle(previous, number, frame))
+
+    def _handle(self, previous: Any, signum: int, frame: Any) -> None:
+        self.received = signum
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.received is not None
+
+
 def retry_locked(call: Callable[[], T], attempts: int = 20, delay: float = 0.25) -> T:
     """Retry a store call that failed because a parallel job holds the sqlite lock."""
     for attempt in range(attempts):
@@ -142,38 +345,46 @@ def retry_locked(call: Callable[[], T], attempts: int = 20, delay: float = 0.25)
 class Tracker:
     """One mlflow run; a no-op when ``enabled`` is false.
 
-    Set ``resume_run_id`` before :meth:`run` to continue a run (training resumed from a checkpoint).
-    A run becomes the child of ``parent_run_id``, or of the run named by ``CHT_MLFLOW_PARENT_RUN_ID``.
-    :meth:`start` and :meth:`end` open and close the run where a ``with`` block does not fit (a
-    pipeline's run spans its start and end hooks).
+    Set ``resume_run_id`` before :meth:`run` to continue a run (training resumed from a checkpoint): it
+    moves under the current parent run. A run becomes the child of ``parent_run_id``, or of the run
+    named by ``CHT_MLFLOW_PARENT_RUN_ID``. :meth:`start` and :meth:`end` open and close the run where a
+    ``with`` block does not fit (a pipeline's run spans its start and end hooks). ``source`` and
+    ``source_type`` fill mlflow's Source column (default: the command that runs).
     """
 
     def __init__(self, experiment: str, run_name: str | None = None, enabled: bool = True,
                  results_dir: Path = DEFAULT_RESULTS_DIR, parent_run_id: str | None = None,
-                 tags: Mapping[str, str] | None = None) -> None:
+                 tags: Mapping[str, str] | None = None, source: str | None = None,
+                 source_type: str = "LOCAL") -> None:
         self.enabled = enabled
         self.experiment = experiment
         self.run_name = run_name
         self.results_dir = Path(results_dir)
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_RUN_ENV)
         self.tags = dict(tags or {})
+        self.source = source or " ".join([Path(sys.argv[0]).name or "python", *sys.argv[1:2]])
+        self.source_type = source_type
         self.run_id: str | None = None
         self.resume_run_id: str | None = None
+        self.experiment_id: str | None = None
         self._client: Any = None
 
     @contextmanager
     def run(self) -> Iterator[Tracker]:
-        """Open the run for the duration of the block; a failure marks it FAILED."""
+        """Open the run for the duration of the block; an interrupt marks it KILLED, a failure FAILED."""
         self.start()
         try:
             yield self
+        except KeyboardInterrupt:
+            self.end("KILLED")
+            raise
         except BaseException:
             self.end("FAILED")
             raise
         self.end("FINISHED")
 
     def start(self) -> None:
-        """Create (or resume) the run."""
+        """Create (or resume) the run, first closing runs of this experiment left RUNNING by dead processes."""
         if not self.enabled:
             return
         from mlflow.tracking import MlflowClient
@@ -188,17 +399,34 @@ class Tracker:
         # every subprocess started later (e.g. the jobs of a pipeline run with another results folder).
         with store_lock(uri):
             self._client = client = MlflowClient(uri)
-            experiment_id = retry_locked(lambda: self._experiment_id(client, uri))
+            self.experiment_id = experiment_id = retry_locked(lambda: self._experiment_id(client, uri))
+        if uri.startswith("sqlite:"):
+            relocate_artifacts(self.results_dir)
+        close_dead_runs(client, experiment_id)
+        here = process_tags()
         if self.resume_run_id:
-            retry_locked(lambda: client.update_run(self.resume_run_id, status="RUNNING"))
-            self.run_id = self.resume_run_id
+            run_id = self.resume_run_id
+            previous = retry_locked(lambda: client.get_run(run_id)).data.tags.get("mlflow.parentRunId")
+            moved = dict(here)
+            if self.parent_run_id and previous != self.parent_run_id:
+                moved["mlflow.parentRunId"] = self.parent_run_id
+                if previous:
+                    moved["cht.previous_parent_run_id"] = previous
+            self.run_id = run_id
+            self.set_tags(moved)
+            retry_locked(lambda: client.update_run(run_id, status="RUNNING"))
             return
-        tags = {"cht.git_commit": git_commit(), **self.tags}
+        commit = git_commit()
+        tags = {"cht.git_commit": commit, "mlflow.source.git.commit": commit.removesuffix("-dirty"),
+                "mlflow.source.name": self.source, "mlflow.source.type": self.source_type,
+                "mlflow.user": current_user(), **here, **self.tags}
         tags.update({f"cht.version.{k}": v for k, v in package_versions().items()})
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
-        run = retry_locked(lambda: client.create_run(experiment_id, run_name=self.run_name, tags=tags))
+        first, rest = dict(list(tags.items())[:BATCH_LIMIT]), dict(list(tags.items())[BATCH_LIMIT:])
+        run = retry_locked(lambda: client.create_run(experiment_id, run_name=self.run_name, tags=first))
         self.run_id = run.info.run_id
+        self.set_tags(rest)
 
     def end(self, status: str = "FINISHED") -> None:
         """Close the run with ``status`` (``FINISHED``, ``FAILED`` or ``KILLED``)."""
@@ -206,29 +434,49 @@ class Tracker:
             return
         retry_locked(lambda: self._client.set_terminated(self.run_id, status=status))
 
+    def viewing_hint(self) -> str:
+        """How to open this run's experiment in the mlflow UI, on its runs table.
+
+        The mlflow 3.17 UI opens every experiment in its GenAI view unless the address asks for the
+        model-training one (``workflowType=machine_learning``).
+        """
+        uri = resolve_tracking_uri(self.results_dir)
+        page = f"#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+        if uri.startswith(("http://", "https://")):
+            return f"mlflow: {uri.rstrip('/')}/{page}"
+        return (f"mlflow: `mlflow server --backend-store-uri {uri} --workers 1`, then open "
+                f"http://127.0.0.1:5000/{page}")
+
     def _experiment_id(self, client: Any, uri: str) -> str:
         existing = client.get_experiment_by_name(self.experiment)
-        if existing is not None:
-            return existing.experiment_id
+        if existing is None:
+            existing = self._create_experiment(client, uri)
+        if existing.tags.get(EXPERIMENT_KIND_TAG) is None:
+            client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        return existing.experiment_id
+
+    def _create_experiment(self, client: Any, uri: str) -> Any:
         location = None
         if uri.startswith("sqlite:"):
-            location = (self.results_dir / "mlartifacts").resolve().as_uri()
+            location = (self.results_dir / ARTIFACTS_DIR).resolve().as_uri()
         try:
-            return client.create_experiment(self.experiment, artifact_location=location)
+            client.create_experiment(self.experiment, artifact_location=location,
+                                     tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
         except Exception:
             # A parallel job created it between our lookup and our create.
-            existing = client.get_experiment_by_name(self.experiment)
-            if existing is None:
+            if client.get_experiment_by_name(self.experiment) is None:
                 raise
-            return existing.experiment_id
+        return client.get_experiment_by_name(self.experiment)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log (nested) params, flattened with dots, in batches within mlflow's per-call limit."""
         if not self.enabled:
             return
         from mlflow.entities import Param
 
-        batch = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
-        retry_locked(lambda: self._client.log_batch(self.run_id, params=batch))
+        batch = [Param(k, str(v)[:PARAM_VALUE_LIMIT]) for k, v in flatten(params).items()]
+        for chunk in chunks(batch):
+            retry_locked(lambda: self._client.log_batch(self.run_id, params=list(chunk)))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -236,16 +484,19 @@ class Tracker:
         from mlflow.entities import RunTag
 
         batch = [RunTag(k, str(v)) for k, v in tags.items()]
-        retry_locked(lambda: self._client.log_batch(self.run_id, tags=batch))
+        for chunk in chunks(batch):
+            retry_locked(lambda: self._client.log_batch(self.run_id, tags=list(chunk)))
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    def log_metrics(self, metrics: Mapping[str, float | None], step: int) -> None:
+        """Log metrics at ``step``; ``None`` and non-finite values are left out (absent, not NaN, in the UI)."""
         if not self.enabled:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        retry_locked(lambda: self._client.log_batch(self.run_id, metrics=batch))
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        for chunk in chunks(batch, 1000):
+            retry_locked(lambda: self._client.log_batch(self.run_id, metrics=list(chunk)))
 
     def log_dict(self, values: Mapping[str, Any], artifact_file: str) -> None:
         """Store ``values`` as a JSON or YAML artifact (format from the file name)."""
@@ -257,3 +508,53 @@ class Tracker:
         if not self.enabled:
             return
         retry_locked(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path))
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def close_dead_runs(client: Any, experiment_id: str) -> list[str]:
+    """Mark KILLED the runs of the experiment left RUNNING by processes of this host that are gone.
+
+    A hard kill (SIGKILL, a lost node, a closed terminal) gives a run no chance to close itself; without
+    this it would stay RUNNING forever. Runs of other hosts are left alone: their process may still
+    live. Returns the ids of the runs it closed.
+    """
+    host = socket.gethostname()
+    running = retry_locked(lambda: client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`cht.host` = '{host}'",
+        max_results=1000))
+    closed = []
+    for run in running:
+        tags = run.data.tags
+        if not tags.get("cht.pid", "").isdigit() or process_alive(int(tags["cht.pid"]), tags.get("cht.pid_started", "")):
+            continue
+        current = retry_locked(lambda: client.get_run(run.info.run_id))
+        if current.info.status != "RUNNING" or current.data.tags.get("cht.pid") != tags["cht.pid"]:
+            continue  # resumed by another process meanwhile
+        retry_locked(lambda: client.set_tag(run.info.run_id, "cht.closed_by",
+                                            "its process was gone when a later run started"))
+        retry_locked(lambda: client.set_terminated(run.info.run_id, status="KILLED"))
+        closed.append(run.info.run_id)
+    return closed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cht.tracking RESULTS_DIR``: point a moved embedded store at its new artifact folder."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cht.tracking", description=main.__doc__)
+    parser.add_argument("results_dir", type=Path, help="folder holding mlflow.db and mlartifacts/")
+    args = parser.parse_args(argv)
+    if not (args.results_dir / "mlflow.db").exists():
+        parser.error(f"{args.results_dir / 'mlflow.db'} does not exist; give the folder that holds mlflow.db")
+    print(f"moved {relocate_artifacts(args.results_dir)} experiment(s) to {args.results_dir / ARTIFACTS_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,7 +31,7 @@ from cht.init.topology import InitContext
 from cht.io import load_checkpoint, save_checkpoint, save_tensors_atomic, write_text_atomic
 from cht.models import build_model
 from cht.sparse import after_optimizer_step, align_optimizer_state, link_counts, sparse_layers
-from cht.tracking import Tracker
+from cht.tracking import Tracker, evolution_metrics, resolved_params
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
@@ -146,6 +146,7 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     device = resolve_device(config.device)
     seed_everything(config.seed, device)
     tracker = tracker or Tracker(config.experiment, enabled=False)
+    tracker.run_name = tracker.run_name or training_run_name(config)
 
     spec = DATASETS[config.dataset]
     root = Path(config.data_root)
@@ -204,9 +205,10 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
         history.anp.append(record.anp)
         tracker.log_metrics(evolution_metrics(record.to_dict()), step=steps_done)
 
+    params = {**resolved_params(config, method, device), "backend": backend}
     with tracker.run():
         if start_epoch == 0:
-            tracker.log_params({**config.to_dict(), "resolved_backend": backend})
+            tracker.log_params(params)
             tracker.set_tags({"cht.device": str(device), "cht.dataset_checksum": checksum,
                               "cht.method": config.method, "cht.dataset": config.dataset})
             save_tensors_atomic(out_dir / INITIAL_MASKS, initial_masks)
@@ -245,9 +247,9 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
             if pending_update:
                 evolve(pending_update, epoch + 1)
             history.epoch_seconds.append(time.perf_counter() - started)
-            tracker.log_metrics({"test_accuracy": accuracy, "train_loss": train_loss,
-                                 "lr": optimizer.param_groups[0]["lr"],
-                                 "epoch_seconds": history.epoch_seconds[-1]}, step=epoch + 1)
+            tracker.log_metrics({"epoch/test_accuracy": accuracy, "epoch/train_loss": train_loss,
+                                 "epoch/lr": optimizer.param_groups[0]["lr"],
+                                 "epoch/seconds": history.epoch_seconds[-1]}, step=epoch + 1)
             if config.progress:
                 tqdm.write(f"{config.method} epoch {epoch + 1}/{config.epochs}: loss {train_loss:.4f}, "
                            f"test accuracy {accuracy:.4f}")
@@ -260,26 +262,14 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
             }
             save_checkpoint(checkpoint_path, state)
 
-        metrics = summarise(config, history, evolution, initial_links, device, checksum, backend)
+        metrics = {**summarise(config, history, evolution, initial_links, device, checksum, backend), "config": params}
         save_tensors_atomic(out_dir / MASKS, layer_links(layers))
         write_text_atomic(out_dir / METRICS, json.dumps(metrics, indent=2))
         tracker.log_metrics({"final_test_accuracy": metrics["final_test_accuracy"],
                              "best_test_accuracy": metrics["best_test_accuracy"], "aae": metrics["aae"],
-                             "final_anp": metrics["final_anp"]}, step=config.epochs)
+                             "final_anp": metrics["final_anp"] if layers else None}, step=config.epochs)
         tracker.log_artifact(out_dir / METRICS)
         tracker.log_artifact(out_dir / MASKS)
-    return metrics
-
-
-def evolution_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """Flatten an evolution record into mlflow metrics (per layer and overall)."""
-    metrics = {"anp": record["anp"], "zeta": record["zeta"]}
-    for index, layer in enumerate(record["layers"]):
-        for key, value in layer.items():
-            metrics[f"layer{index}.{key}"] = value
-        metrics[f"layer{index}.active_out"] = record["active_per_layer"][index + 1]
-    for phase, seconds in record["seconds"].items():
-        metrics[f"seconds.{phase}"] = seconds
     return metrics
 
 

@@ -96,7 +96,7 @@ def test_mlflow_run_records_config_tags_metrics_and_artifacts(fashion_root, tmp_
     assert run.data.params["method"] == "set" and run.data.params["density"] == "0.05"
     for tag in ("cht.git_commit", "cht.dataset_checksum", "cht.version.torch", "cht.device"):
         assert run.data.tags[tag]
-    assert len(client.get_metric_history(run.info.run_id, "test_accuracy")) == 2
+    assert len(client.get_metric_history(run.info.run_id, "epoch/test_accuracy")) == 2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "masks.pt"} <= artifacts
 

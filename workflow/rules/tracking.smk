@@ -10,25 +10,31 @@ import shlex
 import sys
 from pathlib import Path
 
-from cht.tracking import PARENT_RUN_ENV, Tracker
+from cht.tracking import PARENT_RUN_ENV, InterruptWatch, Tracker
 
-PIPELINE_RUN = Tracker(config["experiment"], run_name="pipeline", enabled=config["tracking"],
-                       results_dir=Path(RESULTS),
+PIPELINE_RUN = Tracker(config["experiment"], run_name=f"pipeline · {' '.join(config['datasets'])}",
+                       enabled=config["tracking"], results_dir=Path(RESULTS),
                        tags={"cht.pipeline": "true", "cht.config_hash": CONFIG_HASH,
-                             "snakemake.command": shlex.join(sys.argv)})
+                             "snakemake.command": shlex.join(sys.argv)},
+                       source="Snakefile", source_type="JOB")
+INTERRUPTS = []
 
 
 onstart:
+    # Starting the run also closes as KILLED the runs a hard-killed earlier invocation left RUNNING.
     if PIPELINE_RUN.enabled:
         PIPELINE_RUN.start()
         os.environ[PARENT_RUN_ENV] = PIPELINE_RUN.run_id
         PIPELINE_RUN.log_params(config)
         PIPELINE_RUN.log_dict(config, "config.yaml")
+        INTERRUPTS.append(InterruptWatch())
 
 
 onsuccess:
     PIPELINE_RUN.end("FINISHED")
+    if PIPELINE_RUN.run_id:
+        print(PIPELINE_RUN.viewing_hint())
 
 
 onerror:
-    PIPELINE_RUN.end("FAILED")
+    PIPELINE_RUN.end("KILLED" if any(watch.interrupted for watch in INTERRUPTS) else "FAILED")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -21,24 +23,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 # workers slow jobs running side by side down many times over.
 os.environ["NUMBA_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
 
-from cht.tracking import Tracker, job_tags  # noqa: E402 (needs the path above)
+from cht.tracking import Tracker, job_run_name, job_tags  # noqa: E402 (needs the path above)
 
 
 def job_tracker(snakemake: Any) -> Tracker:
-    """The job's child run (under the pipeline's parent run), tagged with its rule and wildcards."""
+    """The job's child run (under the pipeline's parent run), named and tagged by its rule and wildcards."""
     job = snakemake.params.job
     wildcards = dict(snakemake.wildcards.items())
-    name = f"{snakemake.rule}({', '.join(f'{key}={value}' for key, value in wildcards.items())})"
-    return Tracker(job["experiment"], run_name=name, enabled=job["tracking"], results_dir=Path(job["results_dir"]),
-                   tags=job_tags(snakemake.rule, wildcards, job["config_hash"]))
+    return Tracker(job["experiment"], run_name=job_run_name(snakemake.rule, wildcards), enabled=job["tracking"],
+                   results_dir=Path(job["results_dir"]), tags=job_tags(snakemake.rule, wildcards, job["config_hash"]),
+                   source=f"Snakefile rule {snakemake.rule}", source_type="JOB")
+
+
+def interrupt_on_sigterm(signum: int, frame: Any) -> None:
+    """Snakemake and SLURM stop jobs with SIGTERM: raise like Ctrl-C, so the job's run ends KILLED."""
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
 @contextmanager
 def logged(snakemake: Any) -> Iterator[None]:
-    """Send the job's printed output, warnings and log records to its log file."""
+    """Send the job's printed output, warnings, log records and, if it fails, its traceback to its log file."""
+    signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
         logging.basicConfig(stream=log, level=logging.INFO, force=True)
-        yield
+        try:
+            yield
+        except BaseException:
+            # Python prints the traceback only after the redirection has ended: write it here too.
+            traceback.print_exc(file=log)
+            raise
 
 
 def log_outputs(tracker: Tracker, snakemake: Any) -> None:
