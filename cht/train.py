@@ -31,7 +31,7 @@ from cht.init.topology import InitContext
 from cht.io import load_checkpoint, save_checkpoint, save_tensors_atomic, write_text_atomic
 from cht.models import build_model
 from cht.sparse import after_optimizer_step, align_optimizer_state, link_counts, sparse_layers
-from cht.tracking import Tracker, evolution_metrics, resolved_params
+from cht.tracking import Tracker, evolution_metrics, resolved_params, training_run_name
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
