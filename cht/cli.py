@@ -38,13 +38,16 @@ def _positive_float(text: str) -> float:
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     from cht.data import available_datasets
-    from cht.dst import available_methods
+    from cht.dst import available_methods, available_protocols
     from cht.models import MODELS
 
     parser = commands.add_parser("train", help="train one model and write metrics.json, masks and checkpoints",
                                  description="Train one model. Flags override values from --config.")
     parser.add_argument("--config", type=Path, help="YAML file of training settings (keys as the flags, with _)")
     parser.add_argument("--method", choices=available_methods())
+    parser.add_argument("--protocol", choices=available_protocols(),
+                        help="how every method is set up: uniform (default: same initialisation for all) or "
+                             "released (as the authors' commands)")
     parser.add_argument("--dataset", choices=available_datasets())
     parser.add_argument("--model", choices=sorted(MODELS))
     parser.add_argument("--dim", type=_positive_int, help="hidden width as a multiple of the input size")

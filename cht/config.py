@@ -26,6 +26,7 @@ class TrainConfig:
     """Everything that defines one training run. Defaults follow the paper's MLP settings."""
 
     method: str = "set"
+    protocol: str = "uniform"
     dataset: str = "fashion_mnist"
     model: str = "mlp"
     dim: int = 1
@@ -59,14 +60,14 @@ class TrainConfig:
     def validate(self) -> None:
         """Check every field; raise :class:`ConfigError` naming the first bad one and how to fix it."""
         from cht.data import available_datasets
-        from cht.dst import available_methods
+        from cht.dst import available_methods, available_protocols
         from cht.models import MODELS
         from cht.sparse.density import DISTRIBUTIONS
         from cht.dst.schedule import UNITS, ZETA_DECAYS
 
         self._check_types()
         choices = {
-            "method": available_methods(), "dataset": available_datasets(), "model": sorted(MODELS),
+            "method": available_methods(), "protocol": available_protocols(), "dataset": available_datasets(), "model": sorted(MODELS),
             "density_distribution": list(DISTRIBUTIONS),
         }
         optional_choices = {"update_unit": list(UNITS), "zeta_decay": list(ZETA_DECAYS)}

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from cht.analysis.graph import active_neurons
 from cht.config import TrainConfig
 from cht.data import DATASETS, dataset_checksum, load_tensors, prepare_dataset
-from cht.dst import Evolution, get_method
-from cht.init import init_topology, init_weights
+from cht.dst import Evolution, resolve_method
+from cht.init import init_bias, init_topology, init_weights
 from cht.init.topology import InitContext
 from cht.models import build_model
 from cht.sparse import apply_masks, link_counts, sparse_layers
@@ -35,6 +35,7 @@ from cht.tracking import Tracker
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
 MASKS = "masks.pt"
+INITIAL_MASKS = "initial_masks.pt"
 
 
 class TrainingDiverged(RuntimeError):
@@ -108,7 +109,7 @@ def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: t
 
     Methods with a density schedule (GraNet, CHTss) start denser than ``config.density``.
     """
-    method = get_method(config.method)
+    method = resolve_method(config.method, config.protocol)
     layers = sparse_layers(model)
     if not method.sparse:
         return
@@ -122,6 +123,8 @@ def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: t
         adjacency = init_topology(method.topology_init, n_in, n_out, n_links, context)
         layer.set_mask(adjacency.t())
         init_weights(method.weight_init, layer.weight.data, layer.mask, generator)
+        if layer.bias is not None:
+            layer.bias.data.copy_(init_bias(method.bias_init, method.weight_init, (n_out, n_in), n_links, generator))
 
 
 def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
@@ -138,11 +141,13 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     x_train, y_train = load_tensors(config.dataset, root, train=True, max_samples=config.max_train_samples)
     x_test, y_test = load_tensors(config.dataset, root, train=False, max_samples=config.max_test_samples)
 
-    method = get_method(config.method).with_schedule(
+    method = resolve_method(config.method, config.protocol).with_schedule(
         zeta=config.zeta, zeta_decay=config.zeta_decay, interval=config.update_interval,
         unit=config.update_unit, end_fraction=config.end_fraction)
     model = build_model(config.model, spec.input_shape, spec.num_classes, dim=config.dim, sparse=method.sparse)
     build_sparse_topology(model, config, x_train)
+    initial_masks = [layer.adjacency.cpu().clone() for layer in sparse_layers(model)]
+    write_atomic(out_dir / INITIAL_MASKS, lambda path: torch.save(initial_masks, path))
     model.to(device)
     x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
     layers = sparse_layers(model)
@@ -261,7 +266,7 @@ def summarise(config: TrainConfig, history: History, layers: list, initial_links
     """The content of ``metrics.json``."""
     activity = active_neurons([layer.adjacency for layer in layers]) if layers else None
     return {
-        "method": config.method, "dataset": config.dataset, "model": config.model, "dim": config.dim,
+        "method": config.method, "protocol": config.protocol, "dataset": config.dataset, "model": config.model, "dim": config.dim,
         "density": config.density, "seed": config.seed, "epochs": config.epochs,
         "test_accuracy": history.test_accuracy, "train_loss": history.train_loss,
         "final_test_accuracy": history.test_accuracy[-1],
