@@ -71,8 +71,6 @@ CAPTIONS: dict[str, str] = {
 }
 
 LEARNING_COLUMNS = ("dataset", "method", "seed", "epoch", "test_accuracy")
-ANP_COLUMNS = ("method", "seed", "step", "anp")
-ANP_EPOCH_COLUMNS = ("method", "seed", "epoch", "anp")
 MAX_DRAWN_LINKS = 5000
 
 
@@ -210,30 +208,27 @@ def _aae_panel(axes: Axes, runs: pd.DataFrame, palette: Mapping[str, tuple[float
     axes.set_ylabel("AAE (mean test accuracy over epochs)")
 
 
-def plot_anp_over_steps(df: pd.DataFrame, stem: str | Path) -> list[Path]:
-    """Active-neuron proportion against evolution step, one mean line (± sd band) per method."""
-    _require_columns(df, ANP_COLUMNS)
+def _anp_lines(df: pd.DataFrame, stem: str | Path, x: str, xlabel: str, **line: object) -> list[Path]:
+    """Active-neuron proportion against ``x``, one mean line (± sd band) per method."""
+    _require_columns(df, ("method", "seed", x, "anp"))
     with _style():
         figure = Figure(figsize=(5.0, 3.6), layout="constrained")
         axes = figure.add_subplot()
-        sns.lineplot(data=df, x="step", y="anp", hue="method", palette=_method_palette(df["method"]),
-                     errorbar="sd", ax=axes)
-        axes.set(xlabel="evolution step", ylabel="active-neuron proportion", ylim=(0, 1.05))
+        sns.lineplot(data=df, x=x, y="anp", hue="method", palette=_method_palette(df["method"]),
+                     errorbar="sd", ax=axes, **line)
+        axes.set(xlabel=xlabel, ylabel="active-neuron proportion", ylim=(0, 1.05))
         sns.move_legend(axes, "lower left", frameon=False)
         return _save(figure, stem)
+
+
+def plot_anp_over_steps(df: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """Active-neuron proportion against evolution step, one mean line (± sd band) per method."""
+    return _anp_lines(df, stem, "step", "evolution step")
 
 
 def plot_anp_over_epochs(df: pd.DataFrame, stem: str | Path) -> list[Path]:
     """Active-neuron proportion against the epoch of each topology update (epoch 0: initialisation)."""
-    _require_columns(df, ANP_EPOCH_COLUMNS)
-    with _style():
-        figure = Figure(figsize=(5.0, 3.6), layout="constrained")
-        axes = figure.add_subplot()
-        sns.lineplot(data=df, x="epoch", y="anp", hue="method", palette=_method_palette(df["method"]),
-                     errorbar="sd", marker="o", markersize=4, drawstyle="steps-post", ax=axes)
-        axes.set(xlabel="epoch", ylabel="active-neuron proportion", ylim=(0, 1.05))
-        sns.move_legend(axes, "lower left", frameon=False)
-        return _save(figure, stem)
+    return _anp_lines(df, stem, "epoch", "epoch", marker="o", markersize=4, drawstyle="steps-post")
 
 
 def _embedding_panel(axes: Axes, masks: Sequence[MaskLike], title: str, seed: int) -> None:
