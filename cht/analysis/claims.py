@@ -156,9 +156,10 @@ def setting_claims(setting: Mapping, runs: pd.DataFrame, subject: str, baselines
         gamma = mean_interval(_per_seed(runs, subject, "gamma_mle").values())
         p_values = mean_interval(_per_seed(runs, subject, "gamma_p_value_vs_exponential").values())
         accepted = sum(1 for value in _per_seed(runs, subject, "gamma").values() if math.isfinite(value))
+        gamma_text = _mean_std(gamma.mean, gamma.std, Metric("gamma_mle", "γ"))
         rows.append(_row(setting, f"{subject} learns a power-law degree distribution", subject, "", POWER_LAW,
                          ratio, None, list(ratio.values()),
-                         detail=f"γ = {gamma.mean:.2f} ± {gamma.std:.2f}, mean p = {p_values.mean:.2g}, "
+                         detail=f"γ = {gamma_text}, mean p = {p_values.mean:.2g}, "
                                 f"fit accepted in {accepted}/{len(ratio)} seeds"))
     rows += _comparisons(setting, runs, subject, baselines, MODULARITY,
                          f"{subject} is more modular (community-layered) than {{other}}")
