@@ -67,7 +67,8 @@ class TrainConfig:
 
         self._check_types()
         choices = {
-            "method": available_methods(), "protocol": available_protocols(), "dataset": available_datasets(), "model": sorted(MODELS),
+            "method": available_methods(), "protocol": available_protocols(), "dataset": available_datasets(),
+            "model": sorted(MODELS),
             "density_distribution": list(DISTRIBUTIONS),
         }
         optional_choices = {"update_unit": list(UNITS), "zeta_decay": list(ZETA_DECAYS)}

@@ -1,8 +1,9 @@
 """Collect the ``metrics.json`` (and ``topology.json``) files of many runs into tables.
 
 A run is identified by its dataset, model, width multiplier, density, protocol, method and seed; a
-*setting* is everything but method and seed. Runs written before protocols existed count as ``uniform``. Summaries give, per setting and method, the mean and standard deviation
-over seeds, written as CSV (numbers) and as Markdown, LaTeX and HTML (``mean ± std`` text).
+*setting* is everything but method and seed (runs written before protocols existed count as ``uniform``).
+Summaries give, per setting and method, the mean and standard deviation over seeds, written as CSV
+(numbers) and as Markdown, LaTeX and HTML (``mean ± std`` text).
 """
 
 from __future__ import annotations

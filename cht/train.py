@@ -266,7 +266,8 @@ def summarise(config: TrainConfig, history: History, layers: list, initial_links
     """The content of ``metrics.json``."""
     activity = active_neurons([layer.adjacency for layer in layers]) if layers else None
     return {
-        "method": config.method, "protocol": config.protocol, "dataset": config.dataset, "model": config.model, "dim": config.dim,
+        "method": config.method, "protocol": config.protocol, "dataset": config.dataset, "model": config.model,
+        "dim": config.dim,
         "density": config.density, "seed": config.seed, "epochs": config.epochs,
         "test_accuracy": history.test_accuracy, "train_loss": history.train_loss,
         "final_test_accuracy": history.test_accuracy[-1],

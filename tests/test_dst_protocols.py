@@ -73,7 +73,8 @@ CASES = {
 def test_released_counting_equals_the_released_code(case, zeta) -> None:
     weight, mask = random_case(*CASES[case])
     expected_kept = released_remove_connections(weight.t().clone(), mask.t().float(), zeta).t()
-    removed = MagnitudeRemoval(counting="released")(layer_with(weight, mask), zeta, RemovalContext(0.0, torch.Generator()))
+    rule = MagnitudeRemoval(counting="released")
+    removed = rule(layer_with(weight, mask), zeta, RemovalContext(0.0, torch.Generator()))
     assert torch.equal(removed, mask & ~expected_kept)
     assert not (removed & ~mask).any()
 

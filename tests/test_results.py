@@ -141,7 +141,8 @@ def test_summarise_orders_methods_as_asked_and_checks_the_order(tmp_path, random
 def test_format_summary_scales_rounds_and_marks_missing_values() -> None:
     summary = pd.DataFrame({
         "dataset": ["d", "d"], "model": ["mlp", "mlp"], "dim": [1, 1], "density": [0.01, 0.01],
-        "protocol": ["uniform", "uniform"], "method": ["a", "b"], "seeds": [3, 1], "acc_mean": [0.91234, math.nan], "acc_std": [0.00456, math.nan],
+        "protocol": ["uniform", "uniform"], "method": ["a", "b"], "seeds": [3, 1], "acc_mean": [0.91234, math.nan],
+        "acc_std": [0.00456, math.nan],
         "links_mean": [1500.4, 10.0], "links_std": [math.nan, math.nan]})
     text = format_summary(summary, {"acc": Column("Acc (%)", 100.0, 2), "links": Column("Links", 1.0, 0)})
     assert text["Acc (%)"].tolist() == ["91.23 ± 0.46", "–"]
