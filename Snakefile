@@ -35,5 +35,6 @@ include: "workflow/rules/figures.smk"
 rule all:
     input:
         rules.aggregate.output,
+        rules.claims.output,
         figure_targets(),
     default_target: True

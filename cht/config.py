@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 #: Where a run's outputs go below ``<results>/runs`` (the CLI's default and the pipeline's layout).
-RUN_LAYOUT = "{dataset}/{model}-dim{dim}/density{density}/{method}/seed{seed}"
+RUN_LAYOUT = "{dataset}/{model}-dim{dim}/density{density}/{protocol}/{method}/seed{seed}"
 #: Largest seed every generator in play accepts (numpy's legacy seeding is 32-bit).
 MAX_SEED = 2**32 - 1
 
@@ -76,6 +76,9 @@ class TrainConfig:
 
     method: str = option("set", "sparse-training method (python -m cht methods)",
                          choices=_registry("cht.dst", "available_methods"), pipeline="grid")
+    protocol: str = option("uniform", "how every method is set up: uniform (the same initialisation for all) or "
+                                      "released (as the authors' commands)",
+                           choices=_registry("cht.dst", "available_protocols"), pipeline="grid")
     dataset: str = option("fashion_mnist", "dataset (python -m cht datasets)",
                           choices=_registry("cht.data", "available_datasets"), pipeline="grid")
     model: str = option("mlp", "model architecture", choices=_registry("cht.models", "MODELS"), pipeline="grid")

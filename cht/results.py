@@ -1,8 +1,9 @@
 """Collect the ``metrics.json`` (and ``topology.json``) files of many runs into tables.
 
-A run is identified by its dataset, model, width multiplier, density, method and seed; a *setting* is
-everything but method and seed. Summaries give, per setting and method, the mean and standard deviation
-over seeds, written as CSV (numbers) and as Markdown, LaTeX and HTML (``mean ± std`` text).
+A run is identified by its dataset, model, width multiplier, density, protocol, method and seed; a
+*setting* is everything but method and seed (runs written before protocols existed count as ``uniform``).
+Summaries give, per setting and method, the mean and standard deviation over seeds, written as CSV
+(numbers) and as Markdown, LaTeX and HTML (``mean ± std`` text).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-SETTING_KEYS = ("dataset", "model", "dim", "density")
+SETTING_KEYS = ("dataset", "model", "dim", "density", "protocol")
+DEFAULT_PROTOCOL = "uniform"
 RUN_KEYS = (*SETTING_KEYS, "method", "seed")
 
 
@@ -68,6 +70,8 @@ def scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _identity(metrics: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    if "protocol" not in metrics:
+        metrics = {**metrics, "protocol": metrics.get("config", {}).get("protocol", DEFAULT_PROTOCOL)}
     missing = [key for key in RUN_KEYS if key not in metrics]
     if missing:
         raise ValueError(f"{path} lacks {missing}: it is not a metrics.json written by cht.train")
@@ -119,13 +123,19 @@ def anp_curves(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
     """Long table: one row per run and topology-evolution step (numbered from 1) with its active-neuron
     proportion, the epoch and the training step it happened at.
 
-    Runs whose topology never evolves (dense, static) have no rows.
+    When ``metrics["anp"]`` holds one entry more than the evolution records, the first is the ANP at
+    initialisation: it becomes step 0 at epoch 0. Runs whose topology never evolves (dense, static) have
+    no rows.
     """
     rows = []
     for path in metrics_paths:
         metrics = read_json(path)
         identity = _identity(metrics, Path(path))
-        for number, record in enumerate(metrics.get("evolution", []), start=1):
+        evolution = metrics.get("evolution", [])
+        anp = metrics.get("anp", [])
+        if evolution and len(anp) == len(evolution) + 1:
+            rows.append({**identity, "step": 0, "epoch": 0, "train_step": 0, "anp": anp[0]})
+        for number, record in enumerate(evolution, start=1):
             rows.append({**identity, "step": number, "epoch": record["epoch"], "train_step": record["step"],
                          "anp": record["anp"]})
     return pd.DataFrame(rows, columns=[*RUN_KEYS, "step", "epoch", "train_step", "anp"])

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from cht.config import TrainConfig
 from cht.data import DATASETS, dataset_checksum, load_tensors, prepare_dataset
-from cht.dst import Evolution, get_method
-from cht.init import init_topology, init_weights
+from cht.dst import Evolution, resolve_method
+from cht.init import init_bias, init_topology, init_weights
 from cht.init.topology import InitContext
 from cht.io import load_checkpoint, save_checkpoint, save_tensors_atomic, write_text_atomic
 from cht.models import build_model
@@ -114,7 +114,7 @@ def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: t
 
     Methods with a density schedule (GraNet, CHTss) start denser than ``config.density``.
     """
-    method = get_method(config.method)
+    method = resolve_method(config.method, config.protocol)
     layers = sparse_layers(model)
     if not method.sparse:
         return
@@ -127,6 +127,8 @@ def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: t
                                       "data_root": config.data_root})
         links = init_topology(method.topology_init, n_in, n_out, n_links, context)
         layer.set_links(links, init_weights(method.weight_init, layer.shape, links, generator))
+        if layer.bias is not None:
+            layer.bias.data.copy_(init_bias(method.bias_init, method.weight_init, layer.shape, n_links, generator))
 
 
 def layer_links(layers: list) -> list[torch.Tensor]:
@@ -154,7 +156,7 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     x_train, y_train = load_tensors(config.dataset, root, train=True, max_samples=config.max_train_samples)
     x_test, y_test = load_tensors(config.dataset, root, train=False, max_samples=config.max_test_samples)
 
-    method = get_method(config.method).with_schedule(
+    method = resolve_method(config.method, config.protocol).with_schedule(
         zeta=config.zeta, zeta_decay=config.zeta_decay, interval=config.update_interval,
         unit=config.update_unit, end_fraction=config.end_fraction)
     backend = resolve_backend(config, device)
@@ -285,7 +287,8 @@ def summarise(config: TrainConfig, history: History, evolution: Evolution, initi
     layers = evolution.layers
     activity = evolution.activity() if layers else None
     return {
-        "method": config.method, "dataset": config.dataset, "model": config.model, "dim": config.dim,
+        "method": config.method, "protocol": config.protocol, "dataset": config.dataset, "model": config.model,
+        "dim": config.dim,
         "density": config.density, "seed": config.seed, "epochs": config.epochs,
         "test_accuracy": history.test_accuracy, "train_loss": history.train_loss,
         "final_test_accuracy": history.test_accuracy[-1],

@@ -28,6 +28,10 @@ def anp_frame() -> pd.DataFrame:
                          for method in ("CHT", "SET") for seed in range(2) for step in range(6)])
 
 
+def anp_epoch_frame() -> pd.DataFrame:
+    return anp_frame().assign(epoch=lambda frame: frame["step"] * 2)
+
+
 def assert_written(paths: list[Path], stem: Path) -> None:
     assert [path.name for path in paths] == [f"{stem.name}.png", f"{stem.name}.pdf"]
     png, pdf = (path.read_bytes() for path in paths)
@@ -43,6 +47,8 @@ def assert_written(paths: list[Path], stem: Path) -> None:
         ("learning_curves", lambda stem: figures.plot_learning_curves(learning_frame(), stem)),
         ("aae_bars", lambda stem: figures.plot_aae_bars(learning_frame(), stem)),
         ("anp_over_steps", lambda stem: figures.plot_anp_over_steps(anp_frame(), stem)),
+        ("anp_over_epochs", lambda stem: figures.plot_anp_over_epochs(anp_epoch_frame(), stem)),
+        ("degree_initial_final", lambda stem: figures.plot_degree_initial_final(INITIAL, TRAINED, stem, "CHT")),
         ("hyperbolic_embedding", lambda stem: figures.plot_hyperbolic_embedding(INITIAL, TRAINED, stem)),
         ("hyperbolic_embedding_methods", lambda stem: figures.plot_hyperbolic_embedding_methods(
             {"CHT": (INITIAL, TRAINED), "SET": (INITIAL, INITIAL)}, stem)),
@@ -80,11 +86,15 @@ def test_learning_figures_reject_missing_columns(tmp_path: Path, plot) -> None:
 def test_anp_figure_rejects_missing_columns(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"missing column\(s\) \['step'\]"):
         figures.plot_anp_over_steps(anp_frame().rename(columns={"step": "epoch"}), tmp_path / "bad")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['epoch'\]"):
+        figures.plot_anp_over_epochs(anp_frame(), tmp_path / "bad")
 
 
 def test_topology_figures_reject_unusable_networks(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no links"):
         figures.plot_degree_distribution([torch.zeros(4, 5, dtype=torch.bool)], tmp_path / "empty")
+    with pytest.raises(ValueError, match="no links"):
+        figures.plot_degree_initial_final([torch.zeros(4, 5, dtype=torch.bool)], TRAINED, tmp_path / "empty")
     with pytest.raises(ValueError, match="methods is empty"):
         figures.plot_hyperbolic_embedding_methods({}, tmp_path / "none")
     with pytest.raises(TypeError, match="boolean mask"):

@@ -63,6 +63,7 @@ BAD_CONFIGS = {
     "zero density": ({"densities": [0]}, ["densities", "minimum of 0"]),
     "training value out of range": ({"train": {"momentum": 2}}, ["momentum", "maximum of 1"]),
     "seed beyond numpy's range": ({"seeds": [2**32]}, ["seeds", "4294967296"]),
+    "unknown protocol": ({"protocols": ["faithful"]}, ["protocols", "'faithful' is not one of"]),
 }
 
 
@@ -72,7 +73,7 @@ def quick_checks(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     folder = tmp_path_factory.mktemp("checks")
     default = str(ROOT / "config" / "config.yaml")
     commands = {"lint": snakemake_command(folder / "lint", "--lint", "--configfile", default)}
-    for name in ("config", "paper"):
+    for name in ("config", "paper", "protocol_ablation"):
         commands[name] = snakemake_command(folder / name, "-n", "--configfile", str(ROOT / "config" / f"{name}.yaml"))
     single_epoch = write_config(folder / "single_epoch.yaml", train={"epochs": 1, "max_train_samples": 256})
     commands["single epoch"] = snakemake_command(folder / "single_epoch", "-n", "--configfile", str(single_epoch))
@@ -97,19 +98,22 @@ def test_bad_config_stops_the_run_naming_the_field(quick_checks, case) -> None:
     assert "Job stats" not in result.stdout
 
 
-@pytest.mark.parametrize("name", ["config", "paper"])
+@pytest.mark.parametrize("name", ["config", "paper", "protocol_ablation"])
 def test_dry_run_shows_the_full_grid(quick_checks, name) -> None:
     result = quick_checks[name]
     assert result.returncode == 0, result.stdout[-3000:]
     config = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
     methods = config.get("methods", available_methods())
     settings = len(config["datasets"]) * len(config.get("models", ["mlp"])) * len(config.get("dims", [1])) * len(
-        config["densities"])
+        config["densities"]) * len(config.get("protocols", ["uniform"]))
     runs = settings * len(methods) * len(config["seeds"])
     counts = job_counts(result.stdout)
     assert counts["train"] == runs and counts["analyze_topology"] == runs
     assert counts["download_dataset"] == len(config["datasets"]) and counts["aggregate"] == 1
-    assert counts["degree_figures"] == settings and counts["anp_figure"] == settings
+    assert counts["claims"] == 1
+    for rule in ("degree_figures", "degree_initial_final_figures", "network_figures", "anp_figure",
+                 "anp_epochs_figure"):
+        assert counts[rule] == settings, rule
     assert counts["learning_figures"] == settings // len(config["datasets"])
 
 
@@ -118,7 +122,7 @@ def test_no_anp_figure_when_no_run_updates_its_topology(quick_checks) -> None:
     result = quick_checks["single epoch"]
     assert result.returncode == 0, result.stdout[-3000:]
     counts = job_counts(result.stdout)
-    assert "anp_figure" not in counts and counts["degree_figures"] == 1
+    assert "anp_figure" not in counts and "anp_epochs_figure" not in counts and counts["degree_figures"] == 1
 
 
 def test_default_config_trains_every_registered_method() -> None:
@@ -136,7 +140,7 @@ def test_paper_config_overrides_every_key_of_the_default_config() -> None:
         return found
 
     default = keys(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
-    for name in ("paper", "test"):
+    for name in ("paper", "test", "protocol_ablation"):
         assert default <= keys(yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())), name
 
 
@@ -165,10 +169,18 @@ def check_tiny_pipeline_outputs(workdir: Path, config: dict) -> None:
     summary = pd.read_csv(results / "tables" / "summary.csv")
     assert summary["method"].tolist() == config["methods"]
     assert (results / "tables" / "summary.md").read_text().count("\n") == 2 + len(config["methods"])
-    panel = results / "figures" / "fashion_mnist" / "mlp-dim1" / "density0.01"
-    for name in ["anp_over_steps", *(f"degree_distribution_{m}" for m in config["methods"] if get_method(m).sparse)]:
+    assert set(runs["protocol"]) == set(config["protocols"])
+    panel = results / "figures" / "fashion_mnist" / "mlp-dim1" / "density0.01" / "uniform"
+    sparse = [m for m in config["methods"] if get_method(m).sparse]
+    for name in ["anp_over_steps", "anp_over_epochs", "hyperbolic_embedding", "layered_communities_cht",
+                 "layered_communities_set", *(f"degree_distribution_{m}" for m in sparse),
+                 *(f"degree_initial_final_{m}" for m in sparse)]:
         assert (panel / f"{name}.png").stat().st_size > 0 and (panel / f"{name}.pdf").exists()
-    assert (results / "figures" / "mlp-dim1" / "density0.01" / "learning_curves.png").exists()
+    assert (results / "figures" / "mlp-dim1" / "density0.01" / "uniform" / "learning_curves.png").exists()
+    claims = pd.read_csv(results / "tables" / "claims.csv")
+    assert set(claims["comparison"].dropna()) == {m for m in config["methods"] if m != "cht"}
+    assert set(claims["verdict"]) == {"inconclusive"}  # one seed
+    assert (results / "tables" / "claims.md").read_text().startswith(f"Claims tested: {len(claims)} (")
     logs = workdir / "logs" / config["experiment"]
     assert list((logs / "train").rglob("*.log")) and list((results / "benchmarks").rglob("*.tsv"))
 
@@ -180,7 +192,8 @@ def check_tiny_pipeline_outputs(workdir: Path, config: dict) -> None:
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parents[0].info.run_id}
     rules = sorted(run.data.tags["snakemake.rule"] for run in children)
     n_runs = len(config["methods"])
-    assert rules == sorted(["download_dataset", "aggregate", "learning_figures", "anp_figure", "degree_figures"]
+    assert rules == sorted(["download_dataset", "aggregate", "claims", "learning_figures", "anp_figure",
+                            "anp_epochs_figure", "degree_figures", "degree_initial_final_figures", "network_figures"]
                            + ["train"] * n_runs + ["analyze_topology"] * n_runs)
     assert all(run.info.status == "FINISHED" for run in children)
     hashes = {run.data.tags["cht.config_hash"] for run in tracked}
@@ -195,7 +208,7 @@ def test_tiny_pipeline_end_to_end_with_tracking_and_report(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-5000:]
     check_tiny_pipeline_outputs(tmp_path, config)
 
-    metrics = json.loads(next((tmp_path / "results" / "runs").rglob("set/seed0/metrics.json")).read_text())
+    metrics = json.loads(next((tmp_path / "results" / "runs").rglob("uniform/set/seed0/metrics.json")).read_text())
     assert len(metrics["test_accuracy"]) == config["train"]["epochs"] and not math.isnan(metrics["aae"])
     again = snakemake(tmp_path, "--configfile", str(TEST_CONFIG), "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stderr + again.stdout
@@ -204,6 +217,7 @@ def test_tiny_pipeline_end_to_end_with_tracking_and_report(tmp_path) -> None:
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text()
     assert "Active-neuron proportion" in html and "Performance per setting" in html
+    assert "claims tested on this grid" in html and "Coalescent hyperbolic embedding" in html
 
 
 @pytest.mark.slow
@@ -213,7 +227,7 @@ def test_killed_pipeline_reruns_only_the_unfinished_job_and_resumes_training(tmp
     config_path = write_config(tmp_path / "resume.yaml", methods=["set"], experiment="cht-resume-test",
                                train={"epochs": epochs, "batch_size": 32, "max_train_samples": 4000,
                                       "max_test_samples": 200, "device": "cpu"})
-    target = "results/runs/fashion_mnist/mlp-dim1/density0.01/set/seed0/metrics.json"
+    target = "results/runs/fashion_mnist/mlp-dim1/density0.01/uniform/set/seed0/metrics.json"
     run_dir = (tmp_path / target).parent
     process = subprocess.Popen(snakemake_command(tmp_path, "--configfile", str(config_path), "--cores", "1", target),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -141,7 +141,8 @@ def test_summarise_orders_methods_as_asked_and_checks_the_order(tmp_path, random
 def test_format_summary_scales_rounds_and_marks_missing_values() -> None:
     summary = pd.DataFrame({
         "dataset": ["d", "d"], "model": ["mlp", "mlp"], "dim": [1, 1], "density": [0.01, 0.01],
-        "method": ["a", "b"], "seeds": [3, 1], "acc_mean": [0.91234, math.nan], "acc_std": [0.00456, math.nan],
+        "protocol": ["uniform", "uniform"], "method": ["a", "b"], "seeds": [3, 1], "acc_mean": [0.91234, math.nan],
+        "acc_std": [0.00456, math.nan],
         "links_mean": [1500.4, 10.0], "links_std": [math.nan, math.nan]})
     text = format_summary(summary, {"acc": Column("Acc (%)", 100.0, 2), "links": Column("Links", 1.0, 0)})
     assert text["Acc (%)"].tolist() == ["91.23 ± 0.46", "–"]
@@ -197,3 +198,24 @@ def test_numbers_keep_nan_and_scalar_metrics_drop_it() -> None:
     values = {"a": 1, "b": 2.5, "c": math.nan, "d": True, "e": [1, 2], "f": "x", "g": math.inf}
     assert numbers(values).keys() == {"a", "b", "c", "g"}
     assert scalar_metrics(values) == {"a": 1.0, "b": 2.5}
+
+
+def test_runs_without_a_protocol_count_as_uniform_and_protocols_are_separate_settings(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    old = fake_metrics(rng, "set", 0)
+    released = {**fake_metrics(rng, "set", 0), "protocol": "released"}
+    table = run_table(write_runs(tmp_path, [old, released], topology=False)[0])
+    assert table["protocol"].tolist() == ["uniform", "released"]
+    assert len(summarise(table, ["aae"])) == 2
+
+
+def test_anp_curves_start_at_initialisation_when_recorded(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    with_initial = fake_metrics(rng, "cht", 0)
+    with_initial["anp"] = [0.95, *with_initial["anp"]]
+    static = fake_metrics(rng, "static", 0, evolving=False)
+    static["anp"] = [1.0]
+    curves = anp_curves(write_runs(tmp_path, [with_initial, static], topology=False)[0])
+    assert curves["method"].unique().tolist() == ["cht"]
+    assert curves["step"].tolist() == list(range(len(with_initial["evolution"]) + 1))
+    assert curves.iloc[0][["epoch", "train_step", "anp"]].tolist() == [0, 0, 0.95]

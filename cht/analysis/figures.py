@@ -44,6 +44,15 @@ CAPTIONS: dict[str, str] = {
         "Active-neuron proportion (neurons with at least one outgoing link, the last sparse layer's "
         "outputs with at least one incoming link, inputs included) across topology-evolution steps: "
         "mean over seeds, band = one standard deviation across seeds."),
+    "anp_over_epochs": (
+        "Active-neuron proportion (neurons with at least one link, inputs included) at initialisation "
+        "(epoch 0, where the run recorded it) and after the topology update of each epoch, for the "
+        "methods whose topology evolves: mean over seeds, band = one standard deviation across seeds. A "
+        "line ends when the method's evolution stops (schedule end or early stop)."),
+    "degree_initial_final": (
+        "Degree distribution of the sparse network (all layers, neurons without links left out) at "
+        "initialisation (hollow) and after training (filled), first seed, on log-log axes, each with its "
+        "Clauset-Shalizi-Newman power-law fit (dashed: rejected against an exponential tail)."),
     "hyperbolic_embedding": (
         "Coalescent embedding (repulsion-attraction pre-weighting, Laplacian eigenmaps, radii by "
         "degree rank) of the layered network in the hyperbolic disk, before and after training. "
@@ -62,7 +71,6 @@ CAPTIONS: dict[str, str] = {
 }
 
 LEARNING_COLUMNS = ("dataset", "method", "seed", "epoch", "test_accuracy")
-ANP_COLUMNS = ("method", "seed", "step", "anp")
 MAX_DRAWN_LINKS = 5000
 
 
@@ -103,8 +111,9 @@ def _layer_names(n_layers: int) -> list[str]:
     return ["input"] + [f"layer {index}" for index in range(1, n_layers)]
 
 
-def plot_degree_distribution(masks: Sequence[MaskLike], stem: str | Path, label: str = "") -> list[Path]:
-    """Log-log degree distribution of the whole network with its CSN power-law fit."""
+def _degree_panel(axes: Axes, masks: Sequence[MaskLike], label: str, point_colour: str, fit_colour: str,
+                  filled: bool = True) -> None:
+    """Degree distribution of ``masks`` (linked neurons) with its CSN power-law fit on log-log ``axes``."""
     degree = layered_graph(masks).degree
     degree = degree[degree > 0]
     if degree.size == 0:
@@ -112,21 +121,41 @@ def plot_degree_distribution(masks: Sequence[MaskLike], stem: str | Path, label:
     values, counts = np.unique(degree, return_counts=True)
     probability = counts / degree.size
     fit = fit_power_law(degree)
+    axes.scatter(values, probability, s=14, label=label, zorder=3,
+                 **({"color": point_colour} if filled else {"facecolors": "none", "edgecolors": point_colour}))
+    if np.isfinite(fit.gamma_mle):
+        tail = np.arange(int(fit.xmin), int(values.max()) + 1)
+        shape = tail.astype(float) ** -fit.gamma_mle
+        line = shape * (fit.n_tail / degree.size) / shape.sum()
+        accepted = fit.reason is None
+        axes.plot(tail, line, color=fit_colour, linestyle="-" if accepted else "--", linewidth=2,
+                  label=(f"power law, γ = {fit.gamma_mle:.2f}" if accepted
+                         else f"rejected fit, γ = {fit.gamma_mle:.2f}"))
+
+
+def plot_degree_distribution(masks: Sequence[MaskLike], stem: str | Path, label: str = "") -> list[Path]:
+    """Log-log degree distribution of the whole network with its CSN power-law fit."""
     with _style():
         figure = Figure(figsize=(4.5, 3.6), layout="constrained")
         axes = figure.add_subplot()
-        axes.scatter(values, probability, s=14, color="0.25", label=label or "network", zorder=3)
-        if np.isfinite(fit.gamma_mle):
-            tail = np.arange(int(fit.xmin), int(values.max()) + 1)
-            shape = tail.astype(float) ** -fit.gamma_mle
-            line = shape * (fit.n_tail / degree.size) / shape.sum()
-            accepted = fit.reason is None
-            axes.plot(tail, line, color="C3", linestyle="-" if accepted else "--", linewidth=2,
-                      label=(f"power law, γ = {fit.gamma_mle:.2f}" if accepted
-                             else f"rejected fit, γ = {fit.gamma_mle:.2f}"))
+        _degree_panel(axes, masks, label or "network", "0.25", "C3")
         axes.set(xscale="log", yscale="log", xlabel="degree k", ylabel="P(k)",
                  title=label or "Degree distribution")
         axes.legend(frameon=False)
+        return _save(figure, stem)
+
+
+def plot_degree_initial_final(initial_masks: Sequence[MaskLike], final_masks: Sequence[MaskLike],
+                              stem: str | Path, label: str = "") -> list[Path]:
+    """Degree distributions at initialisation (hollow) and after training (filled), each with its fit."""
+    with _style():
+        figure = Figure(figsize=(4.8, 3.8), layout="constrained")
+        axes = figure.add_subplot()
+        _degree_panel(axes, initial_masks, "initial", "0.55", "C0", filled=False)
+        _degree_panel(axes, final_masks, "trained", "0.15", "C3")
+        axes.set(xscale="log", yscale="log", xlabel="degree k", ylabel="P(k)",
+                 title=f"{label}: initial vs trained" if label else "Initial vs trained degrees")
+        axes.legend(frameon=False, fontsize="small")
         return _save(figure, stem)
 
 
@@ -179,17 +208,27 @@ def _aae_panel(axes: Axes, runs: pd.DataFrame, palette: Mapping[str, tuple[float
     axes.set_ylabel("AAE (mean test accuracy over epochs)")
 
 
-def plot_anp_over_steps(df: pd.DataFrame, stem: str | Path) -> list[Path]:
-    """Active-neuron proportion against evolution step, one mean line (± sd band) per method."""
-    _require_columns(df, ANP_COLUMNS)
+def _anp_lines(df: pd.DataFrame, stem: str | Path, x: str, xlabel: str, **line: object) -> list[Path]:
+    """Active-neuron proportion against ``x``, one mean line (± sd band) per method."""
+    _require_columns(df, ("method", "seed", x, "anp"))
     with _style():
         figure = Figure(figsize=(5.0, 3.6), layout="constrained")
         axes = figure.add_subplot()
-        sns.lineplot(data=df, x="step", y="anp", hue="method", palette=_method_palette(df["method"]),
-                     errorbar="sd", ax=axes)
-        axes.set(xlabel="evolution step", ylabel="active-neuron proportion", ylim=(0, 1.05))
+        sns.lineplot(data=df, x=x, y="anp", hue="method", palette=_method_palette(df["method"]),
+                     errorbar="sd", ax=axes, **line)
+        axes.set(xlabel=xlabel, ylabel="active-neuron proportion", ylim=(0, 1.05))
         sns.move_legend(axes, "lower left", frameon=False)
         return _save(figure, stem)
+
+
+def plot_anp_over_steps(df: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """Active-neuron proportion against evolution step, one mean line (± sd band) per method."""
+    return _anp_lines(df, stem, "step", "evolution step")
+
+
+def plot_anp_over_epochs(df: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """Active-neuron proportion against the epoch of each topology update (epoch 0: initialisation)."""
+    return _anp_lines(df, stem, "epoch", "epoch", marker="o", markersize=4, drawstyle="steps-post")
 
 
 def _embedding_panel(axes: Axes, masks: Sequence[MaskLike], title: str, seed: int) -> None:

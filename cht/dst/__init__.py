@@ -3,6 +3,7 @@
 from cht.dst.engine import Evolution, EvolutionRecord, LayerChange
 from cht.dst.methods import METHODS, EarlyStop, Method, available_methods, get_method, register_method
 from cht.dst.percolation import percolate
+from cht.dst.protocols import PROTOCOLS, Protocol, available_protocols, resolve_method
 from cht.dst.regrowth import (CHRegrowth, GradientRegrowth, RandomRegrowth, RegrowthContext, RegrowthRule,
                               SoftCHRegrowth)
 from cht.dst.removal import (MagnitudeRemoval, MagnitudeTopKRemoval, MESTRemoval, RankedRemoval,
@@ -11,6 +12,7 @@ from cht.dst.schedule import ConstantDensity, CubicDensity, DensitySchedule, Evo
 
 __all__ = [
     "METHODS",
+    "PROTOCOLS",
     "CHRegrowth",
     "ConstantDensity",
     "CubicDensity",
@@ -25,6 +27,7 @@ __all__ = [
     "MagnitudeRemoval",
     "MagnitudeTopKRemoval",
     "Method",
+    "Protocol",
     "RandomRegrowth",
     "RankedRemoval",
     "RegrowthContext",
@@ -36,7 +39,9 @@ __all__ = [
     "SoftCHRegrowth",
     "SoftRemoval",
     "available_methods",
+    "available_protocols",
     "get_method",
     "percolate",
     "register_method",
+    "resolve_method",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 from cht.dst.regrowth import CHRegrowth, GradientRegrowth, RandomRegrowth, RegrowthRule, SoftCHRegrowth
 from cht.dst.removal import MagnitudeRemoval, MagnitudeTopKRemoval, MESTRemoval, RemovalRule, SoftRemoval
 from cht.dst.schedule import ConstantDensity, CubicDensity, DensitySchedule, EvolutionSchedule, SigmoidDensity
+from cht.init.weights import BIAS_INITS
 from cht.registry import Registry
 
 
@@ -41,6 +42,8 @@ class Method:
     Sparse methods default to SWI (Kaiming scaled by the expected in-degree): with torch's dense
     default a 1%-dense MLP starts with vanishing activations and stays at chance for epochs, which
     would measure the initialisation rather than the method (RigL and later work scale it likewise).
+    Sparse layers' biases start at zero unless ``bias_init`` says otherwise (see
+    :func:`cht.init.weights.init_bias`; protocol ``released`` uses the authors' choices).
     """
 
     name: str
@@ -48,6 +51,7 @@ class Method:
     sparse: bool = True
     topology_init: str = "erdos_renyi"
     weight_init: str = "swi"
+    bias_init: str = "zero"
     removal: RemovalRule | None = None
     regrowth: RegrowthRule | None = None
     schedule: EvolutionSchedule = field(default_factory=EvolutionSchedule)
@@ -57,6 +61,8 @@ class Method:
     needs_dense_grad: bool = False
 
     def __post_init__(self) -> None:
+        if self.bias_init not in BIAS_INITS:
+            raise ValueError(f"method {self.name!r}: bias_init {self.bias_init!r} is not one of {BIAS_INITS}")
         if (self.removal is None) != (self.regrowth is None):
             raise ValueError(f"method {self.name!r}: give both a removal and a regrowth rule, or neither")
         if self.density.end > 0 and not self.evolves:
@@ -134,3 +140,50 @@ register_method(Method("chtss", "CHTss: CHTs with sigmoid density decay from 50%
                        removal=SoftRemoval(MagnitudeTopKRemoval(), 1.0, 3.0),
                        regrowth=SoftCHRegrowth("CH3-L3n"),
                        density=SigmoidDensity(start=0.5, end=0.8), **CHT_TOPOLOGY))
+
+
+# Released configurations of the follow-up methods, next to today's `chts`/`chtss` (which keep the soft
+# rules of the follow-up paper on this project's CHT pipeline). What the authors' commands set that the
+# rule classes cannot express is listed in each description.
+
+# The CHTs MLP command of the later README (Cannistraci-Hebb-training, Readme.md at d1677b5): `--regrow_method
+# CH3_L3p_soft --remove_method weight_magnitude --init_mode swi --self_correlated_sparse --chain_removal
+# --zeta 0.3 --update_interval 1 --EM_S`. In mlp_and_cnn/dst_scheduler.py (d1677b5): hard magnitude removal
+# (top-|w| keep), CH3-L3 path scores (L3p, the exact rule) sampled ∝ score, evolution until T_end = 75% of
+# training (run.py: `T_end = args.epochs * 0.75` with --EM_S), `reset_parameters` draws SWI before the
+# CSTI mask is applied (so CSTI links do get weights), and the MLP is built of nn.Linear layers whose
+# biases keep torch's default.
+register_method(Method("chts_mlp_released",
+                       "CHTs as the later release's MLP command (d1677b5): CSTI + SWI, hard magnitude removal, "
+                       "percolation, regrowth sampled ∝ exact CH3-L3, until 75% of training; without its "
+                       "--EM_S extra-density phase (train at target + 5%, then + 2.5%), which no density "
+                       "schedule expresses yet",
+                       topology_init="csti", weight_init="swi", bias_init="uniform_fan_in", percolation=True,
+                       removal=MagnitudeTopKRemoval(), regrowth=SoftCHRegrowth("CH3-L3"),
+                       schedule=EvolutionSchedule(zeta=0.3, end_fraction=0.75)))
+
+# The CHTss command of the NeurIPS 2025 release (Cannistraci-Hebb-Training-Soft-Rule-, Readme.md and
+# llm/dst_scheduler.py at 1f91f31, LLaMA pretraining): `--BRF --brf_r 0.3 --remove_method weight_magnitude_soft
+# --start_T 1.0 --end_T 9.0 --regrow_method CH2_L3n_soft --zeta 0.10 --adaptive_zeta --granet
+# --granet_init_sparsity 0.5 --pruning_method ri --pruning_scheduler s_shape --pruning_T_end 8000` of
+# 10000 steps, T_end = 75% of the steps (torchrun_main.py), no --chain_removal.
+# * Removal is soft magnitude (`weight_magnitude_soft`); relative importance (`ri`) is the score of the
+#   density-decay pruning, which the engine does by magnitude for every method (not composable yet).
+# * The temperature rises as `T0 + step·(T1 − T0)/T_end`, reaching 9 at 75% of training; SoftRemoval ramps
+#   over the whole run, so its end temperature 1 + 8/0.75 gives the same T at every update (none after 75%).
+# * `link_regrowth` takes the top-k CH2-L3n scores even for `*_soft` methods: the paper samples regrowth
+#   ∝ score; the release's top-k is kept here.
+# * The s-shaped decay (k = 6) is cut by T_end = 75% before its pruning_T_end of 80%, at 99.7% of the
+#   decay; here it ends at 75% exactly (the engine needs the density schedule to end by the last update).
+# * `--init_mode` keeps the LLaMA model's own init and its linears have no bias: SWI and zero bias here
+#   (assumption for the MLP).
+register_method(Method("chtss_llm_released",
+                       "CHTss as the NeurIPS 2025 release's LLaMA command: BRF r = 0.3, removal sampled ∝ |w|^T "
+                       "(T 1 → 9 by 75% of training), top-n CH2-L3n regrowth, cosine ζ from 0.1, sigmoid density "
+                       "decay from 50% to the target by 75%; its relative-importance density pruning is done by "
+                       "magnitude here",
+                       topology_init="brf_r0.3", weight_init="swi",
+                       removal=SoftRemoval(MagnitudeTopKRemoval(), 1.0, 1.0 + 8.0 / 0.75),
+                       regrowth=CHRegrowth("CH2-L3n", selection="top_n"),
+                       schedule=EvolutionSchedule(zeta=0.1, zeta_decay="cosine", end_fraction=0.75),
+                       density=SigmoidDensity(start=0.5, end=0.75)))

@@ -48,21 +48,75 @@ def removal_count(layer: SparseLinear, fraction: float) -> int:
     return round(fraction * layer.n_links)
 
 
+MAGNITUDE_COUNTINGS = ("rounded", "released")
+
+
 @dataclass(frozen=True)
 class MagnitudeRemoval:
     """SET rule: drop ``fraction`` of the negative and ``fraction`` of the non-negative weights nearest zero.
 
     Splitting by sign keeps the balance of excitatory and inhibitory links (Mocanu et al. 2018).
-    Zero weights count as non-negative, so links that never trained are the first to go.
+    ``counting="rounded"``: ``round(fraction · count)`` of each sign; zero weights count as non-negative,
+    so links that never trained are the first to go. ``counting="released"``: the thresholds of the
+    authors' code (:func:`released_set_removal`), which remove one or two links more per sign and every
+    link whose weight is exactly 0.
     """
+
+    counting: str = "rounded"
+
+    def __post_init__(self) -> None:
+        if self.counting not in MAGNITUDE_COUNTINGS:
+            raise ValueError(f"MagnitudeRemoval: counting {self.counting!r} is not one of {MAGNITUDE_COUNTINGS}")
 
     def __call__(self, layer: SparseLinear, fraction: float, context: RemovalContext) -> torch.Tensor:
         values = layer.link_values()
+        if self.counting == "released":
+            return released_set_removal(values, layer.in_features * layer.out_features, fraction)
         negative = values < 0
         non_negative = ~negative
         n_neg = round(fraction * int(negative.sum()))
         n_pos = round(fraction * int(non_negative.sum()))
         return smallest_k(-values, negative, n_neg) | smallest_k(values, non_negative, n_pos)
+
+
+def released_set_removal(values: torch.Tensor, total: int, zeta: float) -> torch.Tensor:
+    """Links the ICLR release's ``remove_connections`` drops (``sparse.py`` at dfbd68d, ``weight_magnitude``).
+
+    The release sorts ``weight · mask`` over the whole layer, non-links included (they read 0), takes
+    ``first`` = the first and ``last`` = one past the last zero of that sorted array (of the entry nearest
+    0 when there is no zero), and keeps the weights below ``sorted[int((1 − ζ) · first)]`` and above
+    ``sorted[int(min(N − 1, last + ζ · (N − last)))]``. So it drops ``n_neg − ⌊(1 − ζ) n_neg⌋`` negative
+    and ``⌊ζ n_pos⌋ + 1`` positive weights (all ties at either threshold), plus every link whose weight
+    is exactly 0, which sits between the thresholds. Both indices are computed in float32, as the
+    release's 0-dim tensor arithmetic does; they are reproduced with the same operations here. Only the
+    link values are sorted (the non-link zeros are counted, not materialised).
+    """
+    n_links = values.numel()
+    if n_links == 0:
+        return torch.zeros(0, dtype=torch.bool, device=values.device)
+    ordered = values.sort().values
+    n_neg = int((ordered < 0).sum())
+    n_zero_links = int((ordered == 0).sum())
+    zeros = total - n_links + n_zero_links
+    if zeros:
+        first, last = n_neg, n_neg + zeros
+    else:  # every position is a non-zero link: the release's argmin of |value| decides
+        magnitude = ordered.abs()
+        first = int(magnitude.argmin())
+        last = total - int(magnitude.flip(0).argmin())
+
+    def sorted_value(position: int) -> torch.Tensor:
+        """Entry ``position`` of the release's sorted dense array: negatives, zeros, positives."""
+        if not zeros or position < n_neg:
+            return ordered[position]
+        if position < n_neg + zeros:
+            return ordered.new_zeros(())
+        return ordered[position - zeros + n_zero_links]
+
+    first_position, last_position = torch.tensor(first), torch.tensor(last)
+    largest_negative = sorted_value(int((1 - zeta) * first_position))
+    smallest_positive = sorted_value(int(min(total - 1, last_position + zeta * (total - last_position))))
+    return ~((values > smallest_positive) | (values < largest_negative))
 
 
 class RankedRemoval:

@@ -53,3 +53,13 @@ def brf_topology(n_in: int, n_out: int, n_links: int, context: InitContext) -> t
     """BRF with randomness ``context.extras['brf_randomness']`` (default 0.5: probability ∝ 1/(1+d))."""
     randomness = float(context.extras.get("brf_randomness", DEFAULT_RANDOMNESS))
     return bipartite_receptive_field(n_in, n_out, n_links, randomness, context.generator)
+
+
+RELEASED_RANDOMNESS = 0.3
+"""``--brf_r 0.3`` of the CHTs/CHTss commands (Cannistraci-Hebb-Training-Soft-Rule-, Readme.md at 1f91f31)."""
+
+
+@register_topology_init("brf_r0.3")
+def brf_released_topology(n_in: int, n_out: int, n_links: int, context: InitContext) -> torch.Tensor:
+    """BRF with the released commands' randomness r = 0.3."""
+    return bipartite_receptive_field(n_in, n_out, n_links, RELEASED_RANDOMNESS, context.generator)

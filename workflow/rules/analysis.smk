@@ -60,3 +60,31 @@ rule aggregate:
         "../../envs/cht.yaml"
     script:
         "../scripts/aggregate.py"
+
+
+rule claims:
+    """The paper's claims tested on the grid's runs: paired differences over seeds, 95% intervals, verdicts."""
+    input:
+        runs=rules.aggregate.output.runs,
+    output:
+        csv=f"{RESULTS}/tables/claims.csv",
+        md=f"{RESULTS}/tables/claims.md",
+        html=report(
+            f"{RESULTS}/tables/claims.html",
+            caption="../report/claims.rst",
+            category="Tables",
+            labels={"table": "claims"},
+        ),
+    log:
+        f"{LOGS}/claims.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/claims.tsv"
+    params:
+        subject=CLAIMS["subject"],
+        baselines=CLAIM_BASELINES,
+        job=job_params(),
+    localrule: True
+    conda:
+        "../../envs/cht.yaml"
+    script:
+        "../scripts/claims.py"

@@ -12,7 +12,7 @@ from snakemake.utils import validate
 from cht.analysis.figures import CAPTIONS
 from cht.config import RUN_LAYOUT, ConfigError, TrainConfig
 from cht.data import DATASETS
-from cht.dst import available_methods, get_method
+from cht.dst import CHRegrowth, SoftCHRegrowth, available_methods, get_method, resolve_method
 from cht.tracking import config_hash
 
 
@@ -42,9 +42,10 @@ validate_config(config)
 RESULTS = config["results_dir"]
 LOGS = f"{RESULTS}/logs"
 GRID = {"dataset": config["datasets"], "model": config["models"], "dim": config["dims"],
-        "density": [f"{density:g}" for density in config["densities"]], "method": config["methods"],
-        "seed": config["seeds"]}
-SETTING = "{dataset}/{model}-dim{dim}/density{density}"
+        "density": [f"{density:g}" for density in config["densities"]], "protocol": config["protocols"],
+        "method": config["methods"], "seed": config["seeds"]}
+# The protocol is part of every path, also when the grid runs only one: one layout for every config.
+SETTING = "{dataset}/{model}-dim{dim}/density{density}/{protocol}"
 RUN = RUN_LAYOUT
 CONFIG_HASH = config_hash(config)
 
@@ -52,6 +53,7 @@ wildcard_constraints:
     dataset="[a-z0-9_]+",
     model="[a-z0-9_]+",
     method="[a-z0-9_]+",
+    protocol="[a-z0-9_]+",
     dim=r"\d+",
     density=r"[0-9.e+-]+",
     seed=r"\d+",
@@ -60,7 +62,8 @@ wildcard_constraints:
 def train_settings(run: dict) -> dict:
     """The full :class:`cht.config.TrainConfig` of one run (its wildcard values given), as a plain dict."""
     shared = {**config["train"], **config["train_per_dataset"].get(run["dataset"], {})}
-    return {**shared, "method": run["method"], "dataset": run["dataset"], "model": run["model"],
+    return {**shared, "method": run["method"], "protocol": run["protocol"], "dataset": run["dataset"],
+            "model": run["model"],
             "dim": int(run["dim"]), "density": float(run["density"]), "seed": int(run["seed"]),
             "data_root": config["data_root"],
             "data_sources": config["data_sources"], "experiment": config["experiment"],
@@ -82,7 +85,7 @@ check_train_settings()
 def topology_evolves(run: dict) -> bool:
     """Whether the run's method schedules at least one topology update within its training."""
     settings = TrainConfig.from_dict(train_settings(run))
-    method = get_method(settings.method).with_schedule(
+    method = resolve_method(settings.method, settings.protocol).with_schedule(
         zeta=settings.zeta, zeta_decay=settings.zeta_decay, interval=settings.update_interval,
         unit=settings.update_unit, end_fraction=settings.end_fraction)
     if not method.evolves:
@@ -106,8 +109,8 @@ def runs(pattern: str, **subset) -> list[str]:
 
 
 def settings() -> list[dict]:
-    """Every (dataset, model, dim, density) combination: one panel of figures each."""
-    keys = ("dataset", "model", "dim", "density")
+    """Every (dataset, model, dim, density, protocol) combination: one panel of figures each."""
+    keys = ("dataset", "model", "dim", "density", "protocol")
     return [dict(zip(keys, values)) for values in itertools.product(*(GRID[key] for key in keys))]
 
 
@@ -121,8 +124,15 @@ def job_params() -> dict:
 
 FIGURES = f"{RESULTS}/figures"
 SPARSE_METHODS = [method for method in config["methods"] if get_method(method).sparse]
-PANEL = "{model}, dim {dim}, density {density}"
-DATASET_PANEL = "{dataset}, {model}, dim {dim}, density {density}"
+PANEL = "{model}, dim {dim}, density {density}, {protocol}"
+DATASET_PANEL = "{dataset}, {model}, dim {dim}, density {density}, {protocol}"
+
+# Claims: the subject (CHT) against every method of the grid that does not grow links by CH scores.
+CLAIMS = config["claims"]
+CLAIM_BASELINES = [method for method in config["methods"]
+                   if not isinstance(get_method(method).regrowth, (CHRegrowth, SoftCHRegrowth))]
+# Network figures of the subject, next to the contrast method where the grid has both.
+NETWORK_METHODS = [method for method in (CLAIMS["subject"], CLAIMS["contrast"]) if method in SPARSE_METHODS]
 
 
 def figure(stem: str, caption: str, panel: str, **labels: str) -> list:
@@ -133,10 +143,16 @@ def figure(stem: str, caption: str, panel: str, **labels: str) -> list:
     return [png, f"{stem}.pdf"]
 
 
-def first_seed_masks(wildcards) -> dict[str, str]:
-    """``masks_<method>``: final masks of every sparse method's first seed in one setting."""
-    return {f"masks_{method}": rules.train.output.masks.format(**wildcards, method=method, seed=config["seeds"][0])
-            for method in SPARSE_METHODS}
+def first_seed_masks(wildcards, methods: list[str] | None = None, initial: bool = False) -> dict[str, str]:
+    """``masks_<method>`` (final masks) and, with ``initial``, ``initial_masks_<method>`` of the first seed of
+    ``methods`` (default: every sparse method) in one setting."""
+    files = {}
+    for method in SPARSE_METHODS if methods is None else methods:
+        run = {**wildcards, "method": method, "seed": config["seeds"][0]}
+        files[f"masks_{method}"] = rules.train.output.masks.format(**run)
+        if initial:
+            files[f"initial_masks_{method}"] = rules.train.output.initial_masks.format(**run)
+    return files
 
 
 def figure_targets() -> list[str]:
@@ -146,7 +162,11 @@ def figure_targets() -> list[str]:
         targets += expand(rules.learning_figures.output, **setting)
         if SPARSE_METHODS:
             targets += expand(rules.degree_figures.output, **setting)
+            targets += expand(rules.degree_initial_final_figures.output, **setting)
+        if NETWORK_METHODS:
+            targets += expand(rules.network_figures.output, **setting)
         if any(topology_evolves({**setting, "method": method, "seed": config["seeds"][0]})
                for method in config["methods"]):
             targets += expand(rules.anp_figure.output, **setting)
+            targets += expand(rules.anp_epochs_figure.output, **setting)
     return targets

@@ -3,14 +3,14 @@ rule learning_figures:
     input:
         curves=rules.aggregate.output.curves,
     output:
-        learning_curves=figure(f"{FIGURES}/{{model}}-dim{{dim}}/density{{density}}/learning_curves",
+        learning_curves=figure(f"{FIGURES}/{{model}}-dim{{dim}}/density{{density}}/{{protocol}}/learning_curves",
                                "learning_curves", PANEL),
-        aae_bars=figure(f"{FIGURES}/{{model}}-dim{{dim}}/density{{density}}/aae_bars",
+        aae_bars=figure(f"{FIGURES}/{{model}}-dim{{dim}}/density{{density}}/{{protocol}}/aae_bars",
                         "aae_bars", PANEL),
     log:
-        f"{LOGS}/learning_figures/{{model}}-dim{{dim}}/density{{density}}.log",
+        f"{LOGS}/learning_figures/{{model}}-dim{{dim}}/density{{density}}/{{protocol}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/learning_figures/{{model}}-dim{{dim}}/density{{density}}.tsv"
+        f"{RESULTS}/benchmarks/learning_figures/{{model}}-dim{{dim}}/density{{density}}/{{protocol}}.tsv"
     params:
         captions=CAPTIONS,
         job=job_params(),
@@ -62,3 +62,76 @@ rule degree_figures:
         "../../envs/cht.yaml"
     script:
         "../scripts/degree_figures.py"
+
+
+rule anp_epochs_figure:
+    """Active-neuron proportion over epochs, from initialisation (epoch 0) on, of the evolving methods."""
+    input:
+        anp=rules.aggregate.output.anp,
+    output:
+        anp=figure(f"{FIGURES}/{SETTING}/anp_over_epochs", "anp_over_epochs", DATASET_PANEL),
+    log:
+        f"{LOGS}/anp_epochs_figure/{SETTING}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/anp_epochs_figure/{SETTING}.tsv"
+    params:
+        captions=CAPTIONS,
+        job=job_params(),
+    localrule: True
+    conda:
+        "../../envs/cht.yaml"
+    script:
+        "../scripts/anp_figure.py"
+
+
+rule degree_initial_final_figures:
+    """Degree distribution at initialisation and after training of every sparse method (first seed)."""
+    input:
+        unpack(lambda wildcards: first_seed_masks(wildcards, initial=True)),
+    output:
+        degrees=[path for method in SPARSE_METHODS
+                 for path in figure(f"{FIGURES}/{SETTING}/degree_initial_final_{method}",
+                                    "degree_initial_final", DATASET_PANEL, method=method)],
+    log:
+        f"{LOGS}/degree_initial_final_figures/{SETTING}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/degree_initial_final_figures/{SETTING}.tsv"
+    params:
+        methods=SPARSE_METHODS,
+        captions=CAPTIONS,
+        job=job_params(),
+    localrule: True
+    conda:
+        "../../envs/cht.yaml"
+    script:
+        "../scripts/degree_figures.py"
+
+
+rule network_figures:
+    """The subject's (CHT's) trained network next to the contrast method's (SET's), first seed: coalescent
+    hyperbolic embedding (initial and trained) and the layered community drawing."""
+    input:
+        unpack(lambda wildcards: first_seed_masks(wildcards, NETWORK_METHODS, initial=True)),
+    output:
+        embedding=figure(f"{FIGURES}/{SETTING}/hyperbolic_embedding", "hyperbolic_embedding_methods",
+                         DATASET_PANEL),
+        communities=[path for method in NETWORK_METHODS
+                     for path in figure(f"{FIGURES}/{SETTING}/layered_communities_{method}",
+                                        "layered_communities", DATASET_PANEL, method=method)],
+    log:
+        f"{LOGS}/network_figures/{SETTING}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/network_figures/{SETTING}.tsv"
+    params:
+        methods=NETWORK_METHODS,
+        seed=config["analysis"]["seed"],
+        captions=CAPTIONS,
+        job=job_params(),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/cht.yaml"
+    script:
+        "../scripts/network_figures.py"

@@ -5,6 +5,7 @@ rule train:
         manifest=rules.download_dataset.output.manifest,
     output:
         masks=f"{RESULTS}/runs/{RUN}/masks.pt",
+        initial_masks=f"{RESULTS}/runs/{RUN}/initial_masks.pt",
         metrics=f"{RESULTS}/runs/{RUN}/metrics.json",
     log:
         f"{LOGS}/train/{RUN}.log",

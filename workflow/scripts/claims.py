@@ -1,0 +1,17 @@
+"""The claims table of the grid's runs (statistics in cht.analysis.claims)."""
+
+from pathlib import Path
+
+import pandas as pd
+from jobs import job_tracker, log_outputs, logged
+
+from cht.analysis.claims import claims_table, write_claims
+
+with logged(snakemake):
+    tracker = job_tracker(snakemake)
+    with tracker.run():
+        runs = pd.read_csv(snakemake.input.runs)
+        table = claims_table(runs, snakemake.params.subject, snakemake.params.baselines)
+        write_claims(table, Path(snakemake.output.csv).with_suffix(""))
+        print(Path(snakemake.output.md).read_text())
+        log_outputs(tracker, snakemake)
