@@ -194,7 +194,7 @@ def resolved_params(config: TrainConfig, method: Method, device: torch.device | 
     (:meth:`Method.with_schedule`). Schedule fields the configuration left to the method get the
     method's values; a method that never changes its topology has no schedule, so those keys are
     absent rather than ``None``. ``rules`` names the composed pieces (initialisers, removal and
-    regrowth rules, density schedule, percolation, early stop), ``protocol`` how the run trains and is
+    regrowth rules, density schedule, percolation, early stop), ``training`` how the run trains and is
     evaluated, ``device`` the device it ran on.
     """
     params = config.to_dict()
@@ -221,7 +221,7 @@ def resolved_params(config: TrainConfig, method: Method, device: torch.device | 
         "early_stop": repr(method.early_stop) if method.early_stop else "none",
         "dense_gradient": method.needs_dense_grad,
     }
-    params["protocol"] = {
+    params["training"] = {
         "optimizer": f"SGD(momentum={config.momentum}, weight_decay={config.weight_decay})",
         "lr_schedule": f"linear from {config.lr} to {config.lr * config.lr_final_factor:g} over "
                        f"{config.lr_decay_fraction:.0%} of the epochs, then constant",
