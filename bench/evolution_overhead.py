@@ -1,7 +1,8 @@
 """Epoch time of each DST method against SET on the paper MLP (784 → 3 × 1568, 1% density, batch 32).
 
 An epoch is estimated, not run: the benchmark times ``--steps`` training steps on real Fashion-MNIST
-batches (forward, backward, SGD with momentum, mask re-application) and ``--updates`` evolution updates
+batches (forward, backward, SGD with momentum, the sparse layers' after-step invariant) and ``--updates``
+evolution updates
 (each after a step that captured dense gradients, at the progress of the first update of a 100-epoch
 run, after one untimed warm-up update that compiles kernels), then extrapolates
 
@@ -11,10 +12,12 @@ with 60 000 / 32 = 1875 steps per epoch and the method's own update schedule (on
 the paper's settings). Step timings run in ``--rounds`` rounds that visit every method in turn, and
 each method keeps its median round, so a burst of load on a shared machine does not land on one
 method only. Phase times of the update (removal, percolation, CH scoring and selection, regrowth) are
-reported too. Target: a CHT epoch ≤ 1.15 × a SET epoch.
+reported too. The sparse layers use the storage backend that training would choose (``--backend auto``)
+or the one given. Target: a CHT epoch ≤ 1.15 × a SET epoch.
 
-    python bench/evolution_overhead.py [--device auto|cpu|cuda] [--methods set cht ...] [--steps 50]
-                                       [--rounds 3] [--updates 2] [--out bench/results]
+    python bench/evolution_overhead.py [--device auto|cpu|cuda] [--backend auto|masked|sparse]
+                                       [--methods set cht ...] [--steps 50] [--rounds 3] [--updates 2]
+                                       [--dim 2] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ from cht.config import TrainConfig  # noqa: E402
 from cht.data import DATASETS, load_tensors, prepare_dataset  # noqa: E402
 from cht.dst import Evolution, Method, available_methods, get_method  # noqa: E402
 from cht.models import build_model  # noqa: E402
-from cht.sparse import apply_masks, sparse_layers  # noqa: E402
-from cht.train import build_sparse_topology, final_link_counts  # noqa: E402
+from cht.config import BACKEND_CHOICES  # noqa: E402
+from cht.sparse import after_optimizer_step, sparse_layers  # noqa: E402
+from cht.train import build_sparse_topology, final_link_counts, resolve_backend  # noqa: E402
 
 DATASET = "fashion_mnist"
-DIM = 2
 DENSITY = 0.01
 BATCH = 32
 EPOCHS = 100
@@ -57,20 +60,25 @@ class Trainee:
     method: Method
     evolution: Evolution
     train_step: Callable[[], None]
+    backend: str
     step_times: list[float] = field(default_factory=list)
 
 
 def prepare(method_name: str, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device,
-            data_root: str) -> Trainee:
-    """Build the paper MLP for a method as the training loop does (topology, weights, engine)."""
-    config = TrainConfig(method=method_name, dataset=DATASET, dim=DIM, density=DENSITY, batch_size=BATCH,
-                         epochs=EPOCHS, device=str(device), data_root=data_root, tracking=False, progress=False)
+            data_root: str, backend: str, dim: int) -> Trainee:
+    """Build the paper MLP for a method as the training loop does (topology, weights, backend, engine)."""
+    config = TrainConfig(method=method_name, dataset=DATASET, dim=dim, density=DENSITY, batch_size=BATCH,
+                         epochs=EPOCHS, device=str(device), backend=backend, data_root=data_root, tracking=False,
+                         progress=False)
     method = get_method(method_name)
     spec = DATASETS[DATASET]
-    model = build_model("mlp", spec.input_shape, spec.num_classes, dim=DIM, sparse=method.sparse)
+    model = build_model("mlp", spec.input_shape, spec.num_classes, dim=dim, sparse=method.sparse)
     build_sparse_topology(model, config, inputs)
-    model.to(device)
     layers = sparse_layers(model)
+    backend = resolve_backend(config, device)
+    for layer in layers:
+        layer.to_backend(backend)
+    model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     evolution = Evolution(method, layers, optimizer, torch.Generator(device=device).manual_seed(1),
@@ -87,9 +95,9 @@ def prepare(method_name: str, inputs: torch.Tensor, targets: torch.Tensor, devic
         optimizer.zero_grad(set_to_none=True)
         loss_function(model(x[index]), y[index]).backward()
         optimizer.step()
-        apply_masks(layers)
+        after_optimizer_step(layers)
 
-    return Trainee(method, evolution, train_step)
+    return Trainee(method, evolution, train_step, backend)
 
 
 def seconds_of(work: Callable[[], object], device: torch.device) -> float:
@@ -123,6 +131,9 @@ def time_updates(trainee: Trainee, updates: int, steps_per_epoch: int, device: t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                        help="sparse-layer storage; auto picks as training does")
+    parser.add_argument("--dim", type=int, default=2, help="hidden width in multiples of the input size")
     parser.add_argument("--methods", nargs="+", default=["set", "rigl", "mest", "granet", "cht", "cht_iclr",
                                                          "chts", "chtss"],
                         choices=available_methods(), help="methods to time (SET is always included)")
@@ -133,15 +144,17 @@ def main() -> None:
     parser.add_argument("--data-source", action="append", default=[])
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    if min(args.steps, args.rounds, args.updates) < 1:
-        parser.error("--steps, --rounds and --updates must be positive")
+    if min(args.steps, args.rounds, args.updates, args.dim) < 1:
+        parser.error("--steps, --rounds, --updates and --dim must be positive")
 
     device = pick_device(args.device)
     prepare_dataset(DATASET, args.data_root, sources=args.data_source)
     inputs, targets = load_tensors(DATASET, args.data_root, train=True)
     steps_per_epoch = math.ceil(len(inputs) / BATCH)
     names = ["set"] + [m for m in args.methods if m != "set"]
-    trainees = {name: prepare(name, inputs, targets, device, args.data_root) for name in names}
+    trainees = {name: prepare(name, inputs, targets, device, args.data_root, args.backend, args.dim)
+                for name in names}
+    backend = trainees["set"].backend
 
     for trainee in trainees.values():
         trainee.train_step()  # warm-up: allocates optimiser state and gradient buffers
@@ -161,7 +174,7 @@ def main() -> None:
         else:
             update, updates_per_epoch = {"update_s": 0.0, **{f"{p}_s": 0.0 for p in PHASES}}, 0.0
         epoch = step_seconds * steps_per_epoch + updates_per_epoch * update["update_s"]
-        rows.append({"method": name, "device": device_name(device), "step_s": step_seconds,
+        rows.append({"method": name, "device": device_name(device), "backend": backend, "step_s": step_seconds,
                      "train_epoch_s": step_seconds * steps_per_epoch, "updates_per_epoch": updates_per_epoch,
                      **update, "epoch_s": epoch,
                      "evolution_share": updates_per_epoch * update["update_s"] / epoch})
@@ -169,17 +182,18 @@ def main() -> None:
     for row in rows:
         row["epoch_over_set"] = row["epoch_s"] / rows[0]["epoch_s"]
 
-    columns = ["method", "device", "step_s", "train_epoch_s", "update_s", *[f"{p}_s" for p in PHASES],
+    columns = ["method", "device", "backend", "step_s", "train_epoch_s", "update_s", *[f"{p}_s" for p in PHASES],
                "epoch_s", "evolution_share", "epoch_over_set"]
     cht_row = next((row for row in rows if row["method"] == "cht"), None)
     verdict = ("" if cht_row is None else
                f"\n\nCHT epoch / SET epoch = {cht_row['epoch_over_set']:.3f} (target ≤ {TARGET_RATIO}): "
                f"{'met' if cht_row['epoch_over_set'] <= TARGET_RATIO else 'NOT met'}.")
-    note = (f"\n\nPaper MLP 784→3×{784 * DIM}, density {DENSITY}, batch {BATCH}, real Fashion-MNIST. Epoch = "
+    note = (f"\n\nPaper MLP 784→3×{784 * args.dim}, density {DENSITY}, batch {BATCH}, real Fashion-MNIST. Epoch = "
             f"{steps_per_epoch} × step_s (median of {args.rounds} interleaved rounds of {args.steps} steps) + "
             f"updates per epoch × update_s (median of {args.updates} after a warm-up, at the first update of a "
             f"{EPOCHS}-epoch run).")
-    payload = {"torch": torch.__version__, "device": device_name(device), "steps": args.steps,
+    payload = {"torch": torch.__version__, "device": device_name(device), "backend": backend, "dim": args.dim,
+               "steps": args.steps,
                "rounds": args.rounds, "updates": args.updates, "target_ratio": TARGET_RATIO, "rows": rows}
     table = markdown_table(rows, columns) + verdict + note
     write_results(args.out, f"evolution_overhead_{device.type}", payload, table)

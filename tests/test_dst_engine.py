@@ -1,6 +1,7 @@
 """The evolution engine: link counts, weight and optimiser-state semantics, percolation, early stop.
 
-Every registered method runs on a tiny MLP (20 inputs, hidden width 40) for several updates.
+Every registered method runs on a tiny MLP (20 inputs, hidden width 40) for several updates, on both
+storage backends of the sparse layers.
 """
 
 import itertools
@@ -13,12 +14,33 @@ from cht.dst import (EarlyStop, Evolution, EvolutionSchedule, MagnitudeRemoval, 
                      SigmoidDensity, available_methods, get_method, percolate)
 from cht.dst.removal import RemovalContext
 from cht.init import init_topology, init_weights
-from cht.init.selection import random_links
-from cht.init.topology import InitContext, erdos_renyi_mask
+from cht.init.topology import InitContext, erdos_renyi_links
 from cht.models import build_mlp
-from cht.sparse import apply_masks, link_counts, sparse_layers
+from cht.sparse import BACKENDS, after_optimizer_step, link_counts, sparse_layers
+from cht.sparse import links as L
 
 INPUT_SHAPE = (1, 4, 5)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+def random_topology(layer, n_links: int, generator: torch.Generator) -> None:
+    """Random links with Kaiming weights, as a static baseline starts."""
+    links = erdos_renyi_links(layer.in_features, layer.out_features, n_links, InitContext(0, generator))
+    layer.set_links(links, init_weights("kaiming", layer.shape, links, generator))
+
+
+def link_state(layer, optimizer, key: str) -> torch.Tensor:
+    """An optimiser state tensor of the layer at its links (either backend's layout)."""
+    return layer.state_in_layout(optimizer.state[layer.parameter][key], "sparse")
+
+
+def pairs(positions: torch.Tensor, n_in: int) -> set[tuple[int, int]]:
+    """``(out, in)`` pairs of link positions."""
+    return {(p // n_in, p % n_in) for p in positions.tolist()}
 
 
 def reference_set_removal(weight: torch.Tensor, mask: torch.Tensor, zeta: float) -> set[tuple[int, int]]:
@@ -31,25 +53,24 @@ def reference_set_removal(weight: torch.Tensor, mask: torch.Tensor, zeta: float)
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("zeta", [0.0, 0.3, 1.0])
-def test_set_removal_matches_reference(seed: int, zeta: float) -> None:
+def test_set_removal_matches_reference(seed: int, zeta: float, backend: str) -> None:
     generator = torch.Generator().manual_seed(seed)
-    model = build_mlp((1, 3, 4), num_classes=3, dim=2)
-    layer = sparse_layers(model)[1]
-    layer.set_mask(erdos_renyi_mask(24, 24, 100, InitContext(0, generator)).t())
-    with torch.no_grad():
-        layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * layer.mask)
+    layer = sparse_layers(build_mlp((1, 3, 4), num_classes=3, dim=2))[1]
+    layer.to_backend(backend)
+    links = erdos_renyi_links(24, 24, 100, InitContext(0, generator))
+    layer.set_links(links, torch.randn(100, generator=generator))
     removed = MagnitudeRemoval()(layer, zeta, RemovalContext(progress=0.0, generator=generator))
-    expected = reference_set_removal(layer.weight.detach(), layer.mask, zeta)
-    assert {tuple(x) for x in removed.nonzero().tolist()} == expected
+    expected = reference_set_removal(layer.dense_weight(), layer.adjacency.t(), zeta)
+    assert removed.shape == layer.links.shape and pairs(layer.links[removed], 24) == expected
 
 
-def make_engine(method_name: str, seed: int = 0, dim: int = 1, density: float = 0.2):
+def make_engine(method_name: str, backend: str, seed: int = 0, dim: int = 1, density: float = 0.2):
     generator = torch.Generator().manual_seed(seed)
     model = build_mlp((1, 4, 5), num_classes=4, dim=dim)
     layers = sparse_layers(model)
     for layer in layers:
-        n = round(density * layer.in_features * layer.out_features)
-        layer.set_mask(erdos_renyi_mask(layer.in_features, layer.out_features, n, InitContext(0, generator)).t())
+        random_topology(layer, round(density * layer.in_features * layer.out_features), generator)
+        layer.to_backend(backend)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return model, layers, optimizer, Evolution(get_method(method_name), layers, optimizer, generator)
 
@@ -59,40 +80,42 @@ def train_a_little(model, optimizer, steps: int = 3) -> None:
         optimizer.zero_grad()
         model(torch.randn(8, 1, 4, 5)).pow(2).mean().backward()
         optimizer.step()
-        for layer in sparse_layers(model):
-            layer.apply_mask()
+        after_optimizer_step(sparse_layers(model))
 
 
-def test_set_update_keeps_link_counts_and_zero_initialises_new_links() -> None:
-    model, layers, optimizer, evolution = make_engine("set")
+def test_set_update_keeps_link_counts_and_zero_initialises_new_links(backend: str) -> None:
+    model, layers, optimizer, evolution = make_engine("set", backend)
     targets = [layer.n_links for layer in layers]
     for update in range(5):
         train_a_little(model, optimizer)
-        before_masks = [layer.mask.clone() for layer in layers]
-        before_weights = [layer.weight.detach().clone() for layer in layers]
+        before_links = [layer.links.clone() for layer in layers]
+        before_values = [layer.link_values().clone() for layer in layers]
+        before_momentum = [link_state(layer, optimizer, "momentum_buffer").clone() for layer in layers]
         record = evolution.update(progress=update / 5, epoch=update + 1, step=update + 1)
-        for layer, target, old_mask, old_weight, change in zip(layers, targets, before_masks, before_weights,
-                                                                record.layers):
+        for layer, target, old_links, old_values, old_momentum, change in zip(
+                layers, targets, before_links, before_values, before_momentum, record.layers):
             assert layer.n_links == target == change.links
-            assert change.removed == change.regrown == round(0.3 * (old_weight[old_mask] < 0).sum().item()) + \
-                round(0.3 * (old_weight[old_mask] >= 0).sum().item())
-            new_links = layer.mask & ~old_mask
-            assert torch.all(layer.weight[new_links] == 0)
-            survivors = layer.mask & old_mask
-            assert torch.equal(layer.weight[survivors], old_weight[survivors])
-            assert torch.all(layer.weight[~layer.mask] == 0)
-            momentum = optimizer.state[layer.weight]["momentum_buffer"]
-            assert torch.all(momentum[~layer.mask] == 0)
+            assert change.removed == change.regrown == round(0.3 * (old_values < 0).sum().item()) + \
+                round(0.3 * (old_values >= 0).sum().item())
+            new = ~L.contains(old_links, layer.links)
+            assert torch.all(layer.link_values()[new] == 0)
+            slot = torch.searchsorted(old_links, layer.links[~new])
+            assert torch.equal(layer.link_values()[~new], old_values[slot])
+            assert torch.all(layer.dense_weight()[~layer.adjacency.t()] == 0)
+            momentum = link_state(layer, optimizer, "momentum_buffer")
+            assert torch.all(momentum[new] == 0) and torch.equal(momentum[~new], old_momentum[slot])
+            if backend == "masked":
+                assert torch.all(optimizer.state[layer.weight]["momentum_buffer"][~layer.mask] == 0)
 
 
-def test_same_seed_gives_identical_masks() -> None:
+def test_same_seed_gives_identical_links(backend: str) -> None:
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
-        model, layers, optimizer, evolution = make_engine("set", seed=7)
+        model, layers, optimizer, evolution = make_engine("set", backend, seed=7)
         train_a_little(model, optimizer)
         evolution.update(progress=0.5, epoch=1, step=1)
-        runs.append([layer.mask.clone() for layer in layers])
+        runs.append([layer.links.clone() for layer in layers])
     assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
@@ -113,12 +136,19 @@ def reference_percolation(adjacencies: list[torch.Tensor]) -> list[torch.Tensor]
     return result
 
 
+def percolate_adjacencies(adjacencies: list[torch.Tensor]) -> list[torch.Tensor]:
+    """:func:`percolate` on ``(in, out)`` adjacencies, through link sets in layer convention."""
+    shapes = [(a.shape[1], a.shape[0]) for a in adjacencies]
+    result = percolate([L.from_mask(a.t()) for a in adjacencies], shapes)
+    return [L.to_mask(links, shape).t() for links, shape in zip(result, shapes)]
+
+
 def test_percolation_on_a_hand_made_chain() -> None:
     # inputs 0..2 → hidden A (3 neurons) → hidden B (3 neurons) → outputs (2)
     first = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 0]], dtype=torch.bool)
     second = torch.tensor([[1, 0, 0], [0, 0, 0], [0, 0, 1]], dtype=torch.bool)
     third = torch.tensor([[1, 1], [0, 0], [0, 0]], dtype=torch.bool)
-    out = percolate([first, second, third])
+    out = percolate_adjacencies([first, second, third])
     # Hidden A1 has no outputs → its input link goes; hidden B2's input A2 has no inputs → B2 loses it;
     # B2 then has no outputs anyway.
     assert out[0].nonzero().tolist() == [[0, 0]]
@@ -132,14 +162,17 @@ def test_percolation_reaches_the_fixed_point(seed: int) -> None:
     sizes = [7, 9, 6, 8]
     density = [0.05, 0.15, 0.3][seed % 3]
     adjacencies = [torch.rand(a, b, generator=generator) < density for a, b in zip(sizes[:-1], sizes[1:])]
-    result = percolate(adjacencies)
+    result = percolate_adjacencies(adjacencies)
     assert all(torch.equal(a, b) for a, b in zip(result, reference_percolation(adjacencies)))
-    assert all(torch.equal(a, b) for a, b in zip(percolate(result), result))
+    assert all(torch.equal(a, b) for a, b in zip(percolate_adjacencies(result), result))
 
 
 def test_percolation_rejects_layers_that_do_not_chain() -> None:
+    # 2 inputs → 3 outputs, then a layer expecting 4 inputs (layer convention (out, in)).
     with pytest.raises(ValueError, match="chain"):
-        percolate([torch.ones(2, 3, dtype=torch.bool), torch.ones(4, 2, dtype=torch.bool)])
+        percolate([torch.arange(6), torch.arange(8)], [(3, 2), (2, 4)])
+    with pytest.raises(ValueError, match="link sets"):
+        percolate([torch.arange(6)], [(3, 2), (2, 3)])
 
 
 def test_schedule_update_points_and_cosine_fraction() -> None:
@@ -153,7 +186,7 @@ def test_schedule_update_points_and_cosine_fraction() -> None:
 
 
 def test_static_and_fc_never_evolve() -> None:
-    _, _, _, evolution = make_engine("static")
+    _, _, _, evolution = make_engine("static", "masked")
     assert not evolution.due(1, 10, 100, 1000, epoch_end=True)
     assert not get_method("fc").sparse
 
@@ -162,8 +195,10 @@ def test_static_and_fc_never_evolve() -> None:
 # Every registered method
 
 
-def build_for_method(method: Method, seed: int = 0, density: float = 0.1, optimizer_name: str = "sgd"):
-    """Initialise a tiny MLP as the training loop does: method's inits at its initial density."""
+def build_for_method(method: Method, seed: int = 0, density: float = 0.1, optimizer_name: str = "sgd",
+                     backend: str = "masked"):
+    """Initialise a tiny MLP as the training loop does: method's inits at its initial density, then the
+    storage backend, then the optimiser."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randn(64, *INPUT_SHAPE, generator=generator)
@@ -172,8 +207,9 @@ def build_for_method(method: Method, seed: int = 0, density: float = 0.1, optimi
     shapes = [(layer.in_features, layer.out_features) for layer in layers]
     for index, (layer, n_links) in enumerate(zip(layers, link_counts(shapes, method.initial_density(density)))):
         context = InitContext(index, generator, {"train_inputs": inputs})
-        layer.set_mask(init_topology(method.topology_init, *shapes[index], n_links, context).t())
-        init_weights(method.weight_init, layer.weight.data, layer.mask, generator)
+        links = init_topology(method.topology_init, *shapes[index], n_links, context)
+        layer.set_links(links, init_weights(method.weight_init, layer.shape, links, generator))
+        layer.to_backend(backend)
     optimizer = (torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if optimizer_name == "sgd"
                  else torch.optim.Adam(model.parameters(), lr=0.01))
     evolution = Evolution(method, layers, optimizer, torch.Generator().manual_seed(seed + 1),
@@ -188,7 +224,7 @@ def train_steps(model, optimizer, evolution: Evolution, inputs: torch.Tensor, st
         optimizer.zero_grad()
         model(inputs).pow(2).mean().backward()
         optimizer.step()
-        apply_masks(evolution.layers)
+        after_optimizer_step(evolution.layers)
 
 
 EVOLVING = [name for name in available_methods() if get_method(name).evolves]
@@ -201,9 +237,9 @@ def test_registry_holds_the_required_methods() -> None:
 
 
 @pytest.mark.parametrize("name", EXACT_COUNT_METHODS)
-def test_link_counts_follow_the_schedule_exactly_at_every_update(name: str) -> None:
+def test_link_counts_follow_the_schedule_exactly_at_every_update(name: str, backend: str) -> None:
     method = get_method(name)
-    model, layers, optimizer, evolution, inputs = build_for_method(method)
+    model, layers, optimizer, evolution, inputs = build_for_method(method, backend=backend)
     updates = 8
     for update in range(1, updates + 1):
         train_steps(model, optimizer, evolution, inputs)
@@ -221,41 +257,64 @@ def test_link_counts_follow_the_schedule_exactly_at_every_update(name: str) -> N
 
 @pytest.mark.parametrize("name", EVOLVING)
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
-def test_weights_and_optimiser_state_follow_the_new_masks(name: str, optimizer_name: str) -> None:
-    model, layers, optimizer, evolution, inputs = build_for_method(get_method(name), optimizer_name=optimizer_name)
+def test_weights_and_optimiser_state_follow_the_new_links(name: str, optimizer_name: str, backend: str) -> None:
+    model, layers, optimizer, evolution, inputs = build_for_method(get_method(name), optimizer_name=optimizer_name,
+                                                                   backend=backend)
+    keys = ["momentum_buffer"] if optimizer_name == "sgd" else ["exp_avg", "exp_avg_sq"]
     for update in range(1, 4):
         train_steps(model, optimizer, evolution, inputs)
-        old_masks = [layer.mask.clone() for layer in layers]
-        old_weights = [layer.weight.detach().clone() for layer in layers]
+        old_links = [layer.links.clone() for layer in layers]
+        old_values = [layer.link_values().clone() for layer in layers]
+        old_states = [{key: link_state(layer, optimizer, key).clone() for key in keys} for layer in layers]
         record = evolution.update(update / 4, epoch=update, step=update)
-        for layer, old_mask, old_weight, change in zip(layers, old_masks, old_weights, record.layers):
-            new_links = layer.mask & ~old_mask
-            kept = layer.mask & old_mask
-            assert torch.all(layer.weight[new_links] == 0)
+        for layer, links, values, states, change in zip(layers, old_links, old_values, old_states, record.layers):
+            new = ~L.contains(links, layer.links)
+            slot = torch.searchsorted(links, layer.links).clamp(max=links.numel() - 1)
+            assert torch.all(layer.link_values()[new] == 0)
             # Links pruned by a density schedule are gone for good: regrown, they restart at zero.
-            restarted = kept & (layer.weight != old_weight)
-            assert torch.all(layer.weight[restarted] == 0) and int(restarted.sum()) <= change.pruned
-            assert torch.all(layer.weight[~layer.mask] == 0)
-            for value in optimizer.state[layer.weight].values():
-                if torch.is_tensor(value) and value.shape == layer.mask.shape:
-                    assert torch.all(value[~layer.mask] == 0)
+            restarted = ~new & (layer.link_values() != values[slot])
+            assert torch.all(layer.link_values()[restarted] == 0) and int(restarted.sum()) <= change.pruned
+            carried = ~new & ~restarted
+            assert torch.all(layer.dense_weight()[~layer.adjacency.t()] == 0)
+            for key in keys:
+                state = link_state(layer, optimizer, key)
+                assert torch.all(state[new | restarted] == 0)
+                assert torch.equal(state[carried], states[key][slot[carried]])
+                if backend == "masked":
+                    assert torch.all(optimizer.state[layer.weight][key][~layer.mask] == 0)
 
 
 @pytest.mark.parametrize("name", EVOLVING)
-def test_same_seed_gives_identical_masks_for_every_method(name: str) -> None:
+def test_same_seed_gives_identical_links_for_every_method(name: str, backend: str) -> None:
     runs = []
     for _ in range(2):
-        model, layers, optimizer, evolution, inputs = build_for_method(get_method(name), seed=3)
+        model, layers, optimizer, evolution, inputs = build_for_method(get_method(name), seed=3, backend=backend)
         for update in range(1, 3):
             train_steps(model, optimizer, evolution, inputs)
             evolution.update(update / 3, epoch=update, step=update)
-        runs.append([layer.mask.clone() for layer in layers])
+        runs.append([layer.links.clone() for layer in layers])
     assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
-def test_iclr_selection_regrows_towards_the_target_without_pruning() -> None:
+@pytest.mark.parametrize("name", ["set", "rigl", "mest", "cht", "chtss"])
+def test_both_backends_evolve_the_same_topology(name: str) -> None:
+    """The backends compute the same function, so the same seed gives the same links and nearly the same
+    weights."""
+    runs = []
+    for backend in BACKENDS:
+        model, layers, optimizer, evolution, inputs = build_for_method(get_method(name), seed=4, backend=backend)
+        for update in range(1, 4):
+            train_steps(model, optimizer, evolution, inputs)
+            evolution.update(update / 4, epoch=update, step=update)
+        runs.append([(layer.links.clone(), layer.link_values().clone()) for layer in layers])
+    for (links_a, values_a), (links_b, values_b) in zip(*runs):
+        assert torch.equal(links_a, links_b)
+        assert torch.allclose(values_a, values_b, rtol=1e-4, atol=1e-6)
+
+
+def test_iclr_selection_regrows_towards_the_target_without_pruning(backend: str) -> None:
     """The faithful ICLR rule may miss the target by the ties it adds; the next step aims at it again."""
-    model, layers, optimizer, evolution, inputs = build_for_method(get_method("cht_iclr"))
+    model, layers, optimizer, evolution, inputs = build_for_method(get_method("cht_iclr"), backend=backend)
     for update in range(1, 6):
         train_steps(model, optimizer, evolution, inputs)
         before = [layer.n_links for layer in layers]
@@ -280,19 +339,19 @@ class ScriptedRegrowth:
     regrow_dropped: list[set[int]]
     calls: int = field(default=0)
 
-    def __call__(self, layer, candidates, n, context: RegrowthContext) -> torch.Tensor:
+    def __call__(self, layer, n, context: RegrowthContext) -> torch.Tensor:
         index = self.layers.index(layer)
         update = self.calls // len(self.layers)
         self.calls += 1
-        dropped = layer.mask & ~context.mask
+        dropped = layer.links[~L.contains(context.survivors, layer.links)]
         if index in self.regrow_dropped[min(update, len(self.regrow_dropped) - 1)]:
-            assert int(dropped.sum()) == n
+            assert dropped.numel() == n
             return dropped
-        return random_links(candidates & ~layer.mask, n, context.generator)
+        return L.random_free_positions(layer.shape, layer.links, n, context.generator)
 
 
-def scripted_engine(plan: list[set[int]], early_stop: EarlyStop | None, **method_fields):
-    model, layers, optimizer, _, inputs = build_for_method(get_method("set"))
+def scripted_engine(plan: list[set[int]], early_stop: EarlyStop | None, backend: str, **method_fields):
+    model, layers, optimizer, _, inputs = build_for_method(get_method("set"), backend=backend)
     rule = ScriptedRegrowth(layers, plan)
     method = Method("scripted", "test", removal=MagnitudeRemoval(), regrowth=rule, early_stop=early_stop,
                     **method_fields)
@@ -300,27 +359,29 @@ def scripted_engine(plan: list[set[int]], early_stop: EarlyStop | None, **method
     if method.density.end > 0:
         shapes = [(layer.in_features, layer.out_features) for layer in layers]
         for layer, n_links in zip(layers, link_counts(shapes, method.initial_density(0.1))):
-            layer.set_mask(erdos_renyi_mask(layer.in_features, layer.out_features, n_links,
-                                            InitContext(0, torch.Generator().manual_seed(5))).t())
+            random_topology(layer, n_links, torch.Generator().manual_seed(5))
     return model, layers, optimizer, Evolution(method, layers, optimizer, torch.Generator().manual_seed(9),
                                                final_links=final), inputs
 
 
-def test_removed_then_regrown_links_keep_their_weight() -> None:
-    model, layers, optimizer, evolution, inputs = scripted_engine([{0, 1, 2}], early_stop=None)
+def test_removed_then_regrown_links_keep_their_weight_and_state(backend: str) -> None:
+    model, layers, optimizer, evolution, inputs = scripted_engine([{0, 1, 2}], early_stop=None, backend=backend)
     train_steps(model, optimizer, evolution, inputs)
-    masks = [layer.mask.clone() for layer in layers]
-    weights = [layer.weight.detach().clone() for layer in layers]
+    links = [layer.links.clone() for layer in layers]
+    values = [layer.link_values().clone() for layer in layers]
+    momenta = [link_state(layer, optimizer, "momentum_buffer").clone() for layer in layers]
     record = evolution.update(0.5, epoch=1, step=1)
-    for layer, mask, weight, change in zip(layers, masks, weights, record.layers):
+    for layer, links_, values_, momentum, change in zip(layers, links, values, momenta, record.layers):
         assert change.removed > 0 and change.overlap == 1.0
-        assert torch.equal(layer.mask, mask) and torch.equal(layer.weight.detach(), weight)
+        assert torch.equal(layer.links, links_) and torch.equal(layer.link_values(), values_)
+        assert torch.equal(link_state(layer, optimizer, "momentum_buffer"), momentum)
 
 
-def test_early_stop_needs_every_layer_at_once_unless_sticky() -> None:
+def test_early_stop_needs_every_layer_at_once_unless_sticky(backend: str) -> None:
     plan = [{0, 1}, {2}, {0, 1, 2}]
     for sticky, frozen_after in [(False, 3), (True, 2)]:
-        model, layers, optimizer, evolution, inputs = scripted_engine(plan, EarlyStop(0.9, sticky=sticky))
+        model, layers, optimizer, evolution, inputs = scripted_engine(plan, EarlyStop(0.9, sticky=sticky),
+                                                                      backend=backend)
         for update in range(1, 4):
             train_steps(model, optimizer, evolution, inputs)
             record = evolution.update(update / 10, epoch=update, step=update)
@@ -330,9 +391,9 @@ def test_early_stop_needs_every_layer_at_once_unless_sticky() -> None:
         assert not evolution.due(5, 10, 5, 10, epoch_end=True)
 
 
-def test_early_stop_waits_for_the_density_schedule() -> None:
+def test_early_stop_waits_for_the_density_schedule(backend: str) -> None:
     model, layers, optimizer, evolution, inputs = scripted_engine(
-        [{0, 1, 2}], EarlyStop(0.5), density=SigmoidDensity(start=0.5, end=0.5))
+        [{0, 1, 2}], EarlyStop(0.5), backend=backend, density=SigmoidDensity(start=0.5, end=0.5))
     for progress, frozen in [(0.2, False), (0.4, False), (0.6, True)]:
         train_steps(model, optimizer, evolution, inputs)
         record = evolution.update(progress, epoch=1, step=1)
@@ -340,15 +401,15 @@ def test_early_stop_waits_for_the_density_schedule() -> None:
         assert [c.links for c in record.layers] == evolution.target_links(progress)
 
 
-def test_percolation_counts_and_logged_phases() -> None:
-    model, layers, optimizer, evolution, inputs = build_for_method(get_method("cht"), density=0.03)
+def test_percolation_counts_and_logged_phases(backend: str) -> None:
+    model, layers, optimizer, evolution, inputs = build_for_method(get_method("cht"), density=0.03, backend=backend)
     train_steps(model, optimizer, evolution, inputs)
-    before = [layer.mask.clone() for layer in layers]
+    before = [layer.links.clone() for layer in layers]
     record = evolution.update(0.5, epoch=1, step=1)
     assert {"removal", "percolation", "scoring", "selection", "regrowth"} <= set(record.seconds)
     assert sum(change.percolated for change in record.layers) > 0
-    for layer, mask, change in zip(layers, before, record.layers):
-        dropped = mask & ~layer.mask
+    for layer, links, change in zip(layers, before, record.layers):
+        dropped = ~L.contains(layer.links, links)
         assert int(dropped.sum()) <= change.removed + change.percolated
     assert record.active_per_layer[0] <= INPUT_SHAPE[1] * INPUT_SHAPE[2]
     assert 0 < record.anp <= 1
@@ -372,8 +433,8 @@ def test_final_links_must_fit_the_layers() -> None:
 
 
 @pytest.mark.parametrize("name", ["granet", "chtss"])
-def test_a_run_too_short_for_its_density_schedule_still_ends_on_target(name: str) -> None:
-    model, layers, optimizer, evolution, inputs = build_for_method(get_method(name))
+def test_a_run_too_short_for_its_density_schedule_still_ends_on_target(name: str, backend: str) -> None:
+    model, layers, optimizer, evolution, inputs = build_for_method(get_method(name), backend=backend)
     total_epochs, updates = 3, 0
     for epoch in range(1, total_epochs + 1):
         train_steps(model, optimizer, evolution, inputs)

@@ -7,6 +7,7 @@ import torch
 from cht.init import TOPOLOGY_INITS, InitContext, bipartite_receptive_field, feature_correlation, init_topology
 from cht.init.brf import ring_distance
 from cht.init.csti import cache_path, strongest_links, tile_to_layer
+from cht.sparse import links as L
 
 
 def hand_made_inputs() -> torch.Tensor:
@@ -39,8 +40,15 @@ def test_correlation_matches_numpy_with_constant_features(seed: int) -> None:
     assert np.allclose(feature_correlation(inputs).numpy(), reference, atol=1e-10)
 
 
+def adjacency(n_in: int, n_out: int, links: torch.Tensor) -> torch.Tensor:
+    """The ``(n_in, n_out)`` adjacency of link positions ``o * n_in + i``."""
+    return L.to_mask(links, (n_out, n_in)).t()
+
+
 def csti(n_in: int, n_out: int, n_links: int, extras: dict, seed: int = 0) -> torch.Tensor:
-    return init_topology("csti", n_in, n_out, n_links, InitContext(0, torch.Generator().manual_seed(seed), extras))
+    """CSTI's initial adjacency ``(n_in, n_out)``, through ``init_topology`` as training builds it."""
+    links = init_topology("csti", n_in, n_out, n_links, InitContext(0, torch.Generator().manual_seed(seed), extras))
+    return adjacency(n_in, n_out, links)
 
 
 def as_links(mask: torch.Tensor) -> set[tuple[int, int]]:
@@ -101,6 +109,22 @@ def test_registry_names() -> None:
         init_topology("nope", 2, 2, 1, InitContext(0, torch.Generator()))
 
 
+def test_init_topology_turns_adjacencies_into_sorted_layer_positions(monkeypatch) -> None:
+    """An initialiser may return an ``(n_in, n_out)`` adjacency; training gets positions ``o * n_in + i``."""
+    made = torch.zeros(3, 2, dtype=torch.bool)  # input 2 → output 0, input 0 → output 1, input 1 → output 1
+    made[2, 0] = made[0, 1] = made[1, 1] = True
+    monkeypatch.setitem(TOPOLOGY_INITS, "hand_made", lambda n_in, n_out, n_links, context: made)
+    context = InitContext(0, torch.Generator())
+    assert init_topology("hand_made", 3, 2, 3, context).tolist() == [0 * 3 + 2, 1 * 3 + 0, 1 * 3 + 1]
+    with pytest.raises(RuntimeError, match="expected 4"):
+        init_topology("hand_made", 3, 2, 4, context)
+    with pytest.raises(RuntimeError, match="shape"):
+        init_topology("hand_made", 2, 3, 3, context)
+    monkeypatch.setitem(TOPOLOGY_INITS, "unsorted", lambda n_in, n_out, n_links, context: torch.tensor([4, 1]))
+    with pytest.raises(ValueError, match="sorted"):
+        init_topology("unsorted", 3, 2, 2, context)
+
+
 # ---------------------------------------------------------------------------------------------------
 # BRF
 
@@ -143,5 +167,5 @@ def test_brf_is_reproducible_and_validated() -> None:
     with pytest.raises(ValueError, match="randomness"):
         bipartite_receptive_field(3, 3, 2, 1.5, torch.Generator())
     context = InitContext(0, torch.Generator().manual_seed(0), {"brf_randomness": 0.0})
-    assert torch.equal(init_topology("brf", 30, 40, 100, context),
+    assert torch.equal(adjacency(30, 40, init_topology("brf", 30, 40, 100, context)),
                        bipartite_receptive_field(30, 40, 100, 0.0, torch.Generator().manual_seed(0)))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import cht.train
+from cht.analysis.graph import active_neurons
 from cht.config import TrainConfig
 from cht.tracking import Tracker, TrackingError
 from cht.train import TrainingDiverged, train
@@ -36,10 +37,8 @@ def test_same_seed_gives_identical_results(fashion_root, tmp_path) -> None:
     assert other["test_accuracy"] != first["test_accuracy"]
 
 
-def test_resume_from_checkpoint_equals_an_uninterrupted_run(fashion_root, tmp_path, monkeypatch) -> None:
-    config = quick_config(fashion_root, update_interval=1)
-    uninterrupted = train(config, tmp_path / "full")
-
+def crash_in_third_epoch_then_resume(config: TrainConfig, resume_config: TrainConfig, out_dir, monkeypatch) -> dict:
+    """Train until the third epoch's evaluation, as a hard kill would stop it, then rerun to the end."""
     real_evaluate = cht.train.evaluate
     calls = []
 
@@ -51,14 +50,54 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(fashion_root, tmp_pa
 
     monkeypatch.setattr(cht.train, "evaluate", crash_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "resumed")
-    assert not (tmp_path / "resumed/metrics.json").exists()
+        train(config, out_dir)
+    assert not (out_dir / "metrics.json").exists()
     monkeypatch.setattr(cht.train, "evaluate", real_evaluate)
-    resumed = train(config, tmp_path / "resumed")
+    return train(resume_config, out_dir)
+
+
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(fashion_root, tmp_path, monkeypatch) -> None:
+    config = quick_config(fashion_root, update_interval=1)
+    uninterrupted = train(config, tmp_path / "full")
+    resumed = crash_in_third_epoch_then_resume(config, config, tmp_path / "resumed", monkeypatch)
     assert comparable(resumed) == comparable(uninterrupted)
     final_a = torch.load(tmp_path / "full/checkpoint.pt", weights_only=True)["model"]
     final_b = torch.load(tmp_path / "resumed/checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_a_masked_run_resumes_on_the_sparse_backend_and_reports_its_topology(fashion_root, tmp_path,
+                                                                             monkeypatch) -> None:
+    """The backend is storage only: a checkpoint resumes on the other one and the run goes on alike."""
+    masked = quick_config(fashion_root, update_interval=1, backend="masked")
+    uninterrupted = train(masked, tmp_path / "full")
+    resumed = crash_in_third_epoch_then_resume(masked, quick_config(fashion_root, update_interval=1, backend="sparse"),
+                                               tmp_path / "resumed", monkeypatch)
+    assert uninterrupted["backend"] == "masked" and resumed["backend"] == "sparse"
+    assert resumed["test_accuracy"][:2] == uninterrupted["test_accuracy"][:2]
+    assert resumed["test_accuracy"][2] == pytest.approx(uninterrupted["test_accuracy"][2], abs=1 / 300)
+    masks_a, masks_b = torch.load(tmp_path / "full/masks.pt"), torch.load(tmp_path / "resumed/masks.pt")
+    assert all(torch.equal(a, b) for a, b in zip(masks_a, masks_b))
+    final_a = torch.load(tmp_path / "full/checkpoint.pt", weights_only=False)["model"]
+    final_b = torch.load(tmp_path / "resumed/checkpoint.pt", weights_only=False)["model"]
+    for name, value in final_b.items():
+        if name.endswith(".values"):  # sparse link values against the masked dense weight at the links
+            layer = name.removesuffix(".values")
+            value = value.reshape(-1)
+            reference = final_a[layer + ".weight"].reshape(-1)[final_b[layer + ".links"]]
+        else:
+            reference = final_a[name]
+        assert torch.allclose(value, reference, rtol=1e-3, atol=1e-5), name
+
+    # The topology record: initial masks, ANP from initialisation on, early-stop signals per layer.
+    initial = torch.load(tmp_path / "resumed/initial_masks.pt")
+    assert [int(mask.sum()) for mask in initial] == resumed["initial_links_per_layer"]
+    assert [tuple(mask.shape) for mask in initial] == [tuple(mask.shape) for mask in masks_b] == [(784, 784)] * 3
+    assert resumed["anp"][0] == pytest.approx(active_neurons(initial).anp)
+    assert len(resumed["anp"]) == 1 + len(resumed["evolution"]) == 1 + 2  # updates after epochs 1 and 2
+    assert resumed["anp"][1:] == [record["anp"] for record in resumed["evolution"]]
+    assert resumed["final_anp"] == pytest.approx(active_neurons(masks_b).anp)
+    assert len(resumed["early_stop_update"]) == 3
 
 
 def test_checkpoint_of_another_config_is_refused(fashion_root, tmp_path) -> None:
