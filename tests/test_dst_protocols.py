@@ -12,7 +12,7 @@ from cht.config import ConfigError, TrainConfig
 from cht.dst import (CHRegrowth, EarlyStop, MagnitudeRemoval, MagnitudeTopKRemoval, Protocol, SoftCHRegrowth,
                      SoftRemoval, available_methods, available_protocols, get_method, resolve_method)
 from cht.dst.removal import RemovalContext, released_set_removal
-from cht.init import LINK_WEIGHT_INITS, TOPOLOGY_INITS
+from cht.init import WEIGHT_INITS, TOPOLOGY_INITS
 from cht.sparse import SparseLinear
 
 
@@ -123,7 +123,7 @@ def test_uniform_protocol_gives_every_sparse_method_swi_and_zero_bias_and_change
 def test_released_baselines_use_kaiming_on_the_dense_fan_in_with_normal_biases(name) -> None:
     resolved = resolve_method(name, "released")
     assert (resolved.weight_init, resolved.bias_init) == ("kaiming_released", "normal")
-    assert resolved.weight_init in LINK_WEIGHT_INITS
+    assert resolved.weight_init in WEIGHT_INITS
     assert resolved.removal == get_method(name).removal or name == "set"
     assert resolved.regrowth == get_method(name).regrowth and resolved.schedule == get_method(name).schedule
 

@@ -1,20 +1,22 @@
 rule analyze_topology:
-    """Network science of one run's final sparse layers: ANP, power-law exponent, modularity, paths."""
+    """Network science of the final sparse layers of every run of one setting (dataset, model, width, density,
+    protocol): ANP, power-law exponent, modularity, paths. One job per setting, so the analysis libraries
+    load once for all its runs."""
     input:
-        masks=rules.train.output.masks,
+        masks=setting_runs(rules.train.output.masks),
     output:
-        topology=f"{RESULTS}/runs/{RUN}/topology.json",
+        topology=setting_runs(f"{RESULTS}/runs/{RUN}/topology.json"),
     log:
-        f"{LOGS}/analyze_topology/{RUN}.log",
+        f"{LOGS}/analyze_topology/{SETTING}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/analyze_topology/{RUN}.tsv"
+        f"{RESULTS}/benchmarks/analyze_topology/{SETTING}.tsv"
     params:
         analysis=config["analysis"],
         job=job_params(),
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=60,
     conda:
         "../../envs/cht.yaml"
     script:

@@ -108,6 +108,11 @@ def runs(pattern: str, **subset) -> list[str]:
     return expand(pattern, **grid)
 
 
+def setting_runs(pattern: str) -> list[str]:
+    """``pattern`` expanded over the grid's methods and seeds, keeping the setting's wildcards."""
+    return expand(pattern, method=GRID["method"], seed=GRID["seed"], allow_missing=True)
+
+
 def settings() -> list[dict]:
     """Every (dataset, model, dim, density, protocol) combination: one panel of figures each."""
     keys = ("dataset", "model", "dim", "density", "protocol")

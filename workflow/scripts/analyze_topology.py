@@ -1,6 +1,7 @@
-"""Network-science metrics of one run's final sparse layers."""
+"""Network-science metrics of the final sparse layers of every run of one setting."""
 
 import json
+from pathlib import Path
 
 import torch
 from jobs import job_tracker, log_outputs, logged
@@ -10,13 +11,16 @@ from cht.results import scalar_metrics
 
 with logged(snakemake):
     tracker = job_tracker(snakemake)
+    settings = snakemake.params.analysis
     with tracker.run():
-        masks = torch.load(snakemake.input.masks, weights_only=True)
-        settings = snakemake.params.analysis
-        # A dense model has no sparse layers: its topology is not analysed.
-        topology = network_metrics(masks, embedding=settings["embedding"], seed=settings["seed"],
-                                   path_sources=settings["path_sources"]) if masks else {}
-        with open(snakemake.output.topology, "w") as file:
-            json.dump(topology, file, indent=2)
-        tracker.log_metrics(scalar_metrics(topology), step=0)
+        for masks_path, topology_path in zip(snakemake.input.masks, snakemake.output.topology):
+            masks = torch.load(masks_path, weights_only=True)
+            # A dense model has no sparse layers: its topology is not analysed.
+            topology = network_metrics(masks, embedding=settings["embedding"], seed=settings["seed"],
+                                       path_sources=settings["path_sources"]) if masks else {}
+            Path(topology_path).write_text(json.dumps(topology, indent=2))
+            run = Path(topology_path).parent
+            label = f"{run.parent.name}.{run.name}"  # method.seedN
+            tracker.log_metrics({f"{label}/{key}": value for key, value in scalar_metrics(topology).items()},
+                                step=0)
         log_outputs(tracker, snakemake)
