@@ -15,12 +15,15 @@ def random_links(n_out: int, n_in: int, density: float, generator: torch.Generat
     return L.from_mask(torch.rand(n_out, n_in, generator=generator) < density)
 
 
-def layer_pair(n_in: int, n_out: int, links: torch.Tensor, generator: torch.Generator):
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+def layer_pair(n_in: int, n_out: int, links: torch.Tensor, generator: torch.Generator, device: str = "cpu"):
     values = torch.randn(links.numel(), generator=generator)
     bias = torch.randn(n_out, generator=generator)
     pair = {}
     for backend in ("masked", "sparse"):
-        layer = SparseLinear(n_in, n_out, backend=backend)
+        layer = SparseLinear(n_in, n_out, backend=backend).to(device)
         layer.set_links(links, values)
         layer.bias.data.copy_(bias)
         optimizer = torch.optim.SGD(layer.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
@@ -48,17 +51,18 @@ def momentum_at_links(layer: SparseLinear, optimizer) -> torch.Tensor:
 SHAPES = [(30, 20, 0.2), (20, 30, 0.05), (7, 1, 0.5), (1, 9, 1.0), (40, 40, 1.0), (25, 35, 0.0)]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n_in, n_out, density", SHAPES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_a_sparse_step_equals_a_masked_step(n_in: int, n_out: int, density: float, seed: int) -> None:
+def test_a_sparse_step_equals_a_masked_step(n_in: int, n_out: int, density: float, seed: int, device: str) -> None:
     generator = torch.Generator().manual_seed(seed)
     links = random_links(n_out, n_in, density, generator)
     if density == 0.2:  # empty rows and columns besides random ones
         out_of, in_of = L.rows_cols(links, n_in)
         links = links[(out_of != 3) & (in_of != 5)]
-    pair = layer_pair(n_in, n_out, links, generator)
+    pair = layer_pair(n_in, n_out, links, generator, device)
     for _ in range(4):
-        x, target = torch.randn(6, n_in, generator=generator), torch.randn(6, n_out, generator=generator)
+        x, target = (torch.randn(6, size, generator=generator).to(device) for size in (n_in, n_out))
         (out_m, dx_m, g_m), (out_s, dx_s, g_s) = (step(layer, opt, x, target) for layer, opt in pair.values())
         torch.testing.assert_close(out_s, out_m, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(dx_s, dx_m, rtol=1e-5, atol=1e-6)
@@ -81,17 +85,19 @@ def test_single_link_layer() -> None:
     assert g_s.shape == (1,)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_rewiring_carries_weights_and_state_alike_on_both_backends(seed: int) -> None:
+def test_rewiring_carries_weights_and_state_alike_on_both_backends(seed: int, device: str) -> None:
     generator = torch.Generator().manual_seed(seed)
     links = random_links(12, 16, 0.3, generator)
-    pair = layer_pair(16, 12, links, generator)
-    x, target = torch.randn(5, 16, generator=generator), torch.randn(5, 12, generator=generator)
+    pair = layer_pair(16, 12, links, generator, device)
+    x, target = (torch.randn(5, size, generator=generator).to(device) for size in (16, 12))
     for layer, opt in pair.values():
         step(layer, opt, x, target)
     kept = links[torch.rand(links.numel(), generator=generator) < 0.6]
     grown = L.random_free_positions((12, 16), kept, 15, generator)
-    new_links = L.merge(kept, grown)
+    new_links = L.merge(kept, grown).to(device)
+    links = links.to(device)
     for layer, opt in pair.values():
         layer.set_links(new_links, optimizer=opt)
     (masked, opt_m), (sparse, opt_s) = pair.values()
@@ -100,7 +106,7 @@ def test_rewiring_carries_weights_and_state_alike_on_both_backends(seed: int) ->
     for layer, opt in pair.values():
         assert torch.all(layer.link_values()[fresh] == 0)
         assert torch.all(momentum_at_links(layer, opt)[fresh] == 0)
-        assert torch.all(layer.dense_weight().reshape(-1)[~L.contains(new_links, torch.arange(12 * 16))] == 0)
+        assert torch.all(layer.dense_weight().reshape(-1)[~L.contains(new_links, torch.arange(12 * 16, device=device))] == 0)
     torch.testing.assert_close(sparse.link_values(), masked.link_values())
     torch.testing.assert_close(momentum_at_links(sparse, opt_s), momentum_at_links(masked, opt_m))
     assert torch.all(opt_m.state[masked.weight]["momentum_buffer"][~masked.mask] == 0)
