@@ -364,7 +364,7 @@ class Tracker:
         self.results_dir = Path(results_dir)
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_RUN_ENV)
         self.tags = dict(tags or {})
-        self.source = source or " ".join([Path(sys.argv[0]).name or "python", *sys.argv[1:2]])
+        self.source = source or command_name()
         self.source_type = source_type
         self.run_id: str | None = None
         self.resume_run_id: str | None = None
@@ -525,6 +525,13 @@ def run_exists(client: Any, run_id: str) -> bool:
             return False
         raise
     return True
+
+
+def command_name() -> str:
+    """The running command as mlflow's Source column should show it: ``cht train``, not a script path."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    name = program.parent.name if program.name == "__main__.py" else program.name
+    return " ".join([name, *sys.argv[1:2]])
 
 
 def current_user() -> str:

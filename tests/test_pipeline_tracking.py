@@ -525,3 +525,11 @@ def test_resuming_a_run_the_store_does_not_hold_starts_a_new_one(tmp_path) -> No
     with tracker.run():
         pass
     assert tracker.run_id != "0" * 32 and client_for(results).get_run(tracker.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(("argv", "expected"), [(["/venv/bin/cht", "train", "--method", "set"], "cht train"),
+                                                (["/repo/cht/__main__.py", "train"], "cht train"),
+                                                (["bench/method_comparison.py"], "method_comparison.py")])
+def test_the_source_column_names_the_command(monkeypatch, argv, expected) -> None:
+    monkeypatch.setattr(sys, "argv", argv)
+    assert Tracker("x").source == expected
