@@ -34,7 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -294,7 +294,9 @@ def relocate_artifacts(results_dir: Path = DEFAULT_RESULTS_DIR) -> int:
     if not database.exists():
         return 0
     current = (Path(results_dir) / ARTIFACTS_DIR).resolve().as_uri()
-    with store_lock(default_tracking_uri(Path(results_dir))), sqlite3.connect(database) as connection:
+    # closing() closes the connection; using the connection as a context manager commits the updates together.
+    with store_lock(default_tracking_uri(Path(results_dir))), \
+            closing(sqlite3.connect(database, timeout=60)) as connection, connection:
         old_roots = {location for (location,) in connection.execute("SELECT artifact_location FROM experiments")
                      if location and location.endswith(f"/{ARTIFACTS_DIR}") and location != current}
         for old in old_roots:
@@ -362,7 +364,7 @@ class Tracker:
         self.results_dir = Path(results_dir)
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_RUN_ENV)
         self.tags = dict(tags or {})
-        self.source = source or " ".join([Path(sys.argv[0]).name or "python", *sys.argv[1:2]])
+        self.source = source or command_name()
         self.source_type = source_type
         self.run_id: str | None = None
         self.resume_run_id: str | None = None
@@ -404,6 +406,9 @@ class Tracker:
             relocate_artifacts(self.results_dir)
         close_dead_runs(client, experiment_id)
         here = process_tags()
+        if self.resume_run_id and not run_exists(client, self.resume_run_id):
+            print(f"mlflow run {self.resume_run_id} of the checkpoint is not in {uri}; starting a new run")
+            self.resume_run_id = None
         if self.resume_run_id:
             run_id = self.resume_run_id
             previous = retry_locked(lambda: client.get_run(run_id)).data.tags.get("mlflow.parentRunId")
@@ -508,6 +513,25 @@ class Tracker:
         if not self.enabled:
             return
         retry_locked(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path))
+
+
+def run_exists(client: Any, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        retry_locked(lambda: client.get_run(run_id))
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
+
+
+def command_name() -> str:
+    """The running command as mlflow's Source column should show it: ``cht train``, not a script path."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    name = program.parent.name if program.name == "__main__.py" else program.name
+    return " ".join([name, *sys.argv[1:2]])
 
 
 def current_user() -> str:

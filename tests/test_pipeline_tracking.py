@@ -421,6 +421,29 @@ def test_rerun_after_a_hard_kill_closes_the_dead_runs_and_moves_the_resumed_one(
 
 @pytest.mark.slow
 @needs_fashion_mnist
+def test_ctrl_c_ends_the_pipeline_and_its_training_run_killed_with_the_traceback_logged(tmp_path) -> None:
+    config = write_config(tmp_path / "interrupt.yaml", methods=["set"], experiment="cht-interrupt-test",
+                          train={"epochs": 50, "batch_size": 32, "max_train_samples": 2000, "max_test_samples": 200,
+                                 "device": "cpu"})
+    target = "results/runs/fashion_mnist/mlp-dim1/density0.01/set/seed0/metrics.json"
+    environment = {k: v for k, v in os.environ.items() if k not in (PARENT_RUN_ENV, "MLFLOW_TRACKING_URI")}
+    process = subprocess.Popen(snakemake_command(tmp_path, "--configfile", str(config), "--cores", "1", target),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                               env=environment)
+    wait_for(lambda: any((tmp_path / "results" / "runs").rglob("checkpoint.pt")) or process.poll() is not None,
+             "a first epoch checkpoint")
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends to the whole foreground group
+    assert process.wait(timeout=300) != 0
+    states = {run.data.tags.get("snakemake.rule", "pipeline"): run.info.status
+              for run in runs_of(tmp_path / "results", "cht-interrupt-test")}
+    assert states == {"pipeline": "KILLED", "download_dataset": "FINISHED", "train": "KILLED"}
+    run_dir = Path(target.removeprefix("results/runs/")).parent
+    log = (tmp_path / "logs" / "cht-interrupt-test" / "train" / run_dir).with_suffix(".log")
+    assert "Traceback (most recent call last)" in log.read_text() and "KeyboardInterrupt" in log.read_text()
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
 def test_a_cli_run_killed_in_its_first_epoch_is_closed_by_the_next_run(tmp_path, fashion_root) -> None:
     results = tmp_path / "results"
     command = [sys.executable, "-m", "cht", "train", "--method", "set", "--epochs", "1", "--device", "cpu",
@@ -493,3 +516,20 @@ def test_viewing_hint_opens_the_experiment_on_its_runs_in_the_model_training_vie
     assert f"#/experiments/{tracker.experiment_id}/runs?workflowType=machine_learning" in hint
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://cluster:5000/")
     assert tracker.viewing_hint().startswith(f"mlflow: http://cluster:5000/#/experiments/{tracker.experiment_id}/")
+
+
+def test_resuming_a_run_the_store_does_not_hold_starts_a_new_one(tmp_path) -> None:
+    results = tmp_path / "results"
+    tracker = Tracker("lost", results_dir=results)
+    tracker.resume_run_id = "0" * 32  # e.g. a checkpoint kept while the store was deleted
+    with tracker.run():
+        pass
+    assert tracker.run_id != "0" * 32 and client_for(results).get_run(tracker.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(("argv", "expected"), [(["/venv/bin/cht", "train", "--method", "set"], "cht train"),
+                                                (["/repo/cht/__main__.py", "train"], "cht train"),
+                                                (["bench/method_comparison.py"], "method_comparison.py")])
+def test_the_source_column_names_the_command(monkeypatch, argv, expected) -> None:
+    monkeypatch.setattr(sys, "argv", argv)
+    assert Tracker("x").source == expected

@@ -2,7 +2,9 @@
 
 The parent is created when jobs are about to run (``onstart``: not on dry runs, lint or report) and its
 id reaches the jobs through the environment (``CHT_MLFLOW_PARENT_RUN_ID``): local jobs inherit it and
-the SLURM executor submits with ``--export=ALL``.
+the SLURM executor submits with ``--export=ALL``. A training job resumed from its checkpoint moves its run
+under the current parent. The parent ends FINISHED, FAILED, or KILLED when the invocation was interrupted
+(Ctrl-C, SIGTERM); one that was hard-killed is closed as KILLED when the next invocation starts.
 """
 
 import os
