@@ -101,9 +101,12 @@ def final_link_counts(model: nn.Module, config: TrainConfig) -> list[int]:
     return link_counts(shapes, config.density, config.density_distribution)
 
 
-def resolve_backend(config: TrainConfig, device: torch.device) -> str:
+def resolve_backend(config: TrainConfig, device: torch.device, sparse: bool = True) -> str:
     """The storage backend of the sparse layers: ``auto`` takes the sparse one on the CPU at densities
-    where it is faster (``SPARSE_BACKEND_MAX_DENSITY``, from ``bench/train_throughput.py``)."""
+    where it is faster (``SPARSE_BACKEND_MAX_DENSITY``, from ``bench/train_throughput.py``). A dense
+    model (``sparse=False``) has no sparse layers: ``dense``."""
+    if not sparse:
+        return "dense"
     if config.backend != "auto":
         return config.backend
     return "sparse" if device.type == "cpu" and config.density <= SPARSE_BACKEND_MAX_DENSITY else "masked"
@@ -159,9 +162,9 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     method = resolve_method(config.method, config.protocol).with_schedule(
         zeta=config.zeta, zeta_decay=config.zeta_decay, interval=config.update_interval,
         unit=config.update_unit, end_fraction=config.end_fraction)
-    backend = resolve_backend(config, device)
+    backend = resolve_backend(config, device, method.sparse)
     model = build_model(config.model, spec.input_shape, spec.num_classes, dim=config.dim, sparse=method.sparse,
-                        backend=backend)
+                        backend="masked" if backend == "dense" else backend)
     build_sparse_topology(model, config, x_train)
     layers = sparse_layers(model)
     initial_links = [layer.n_links for layer in layers]

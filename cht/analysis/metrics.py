@@ -99,7 +99,7 @@ def _weight_statistics(masks: list[torch.Tensor],
         values = torch.as_tensor(weight)
         if values.shape != mask.shape:
             raise ValueError(f"weights[{index}] has shape {tuple(values.shape)} but masks[{index}] has "
-                             f"{tuple(mask.shape)}; pass weights as (n_in, n_out), e.g. layer.weight.t()")
+                             f"{tuple(mask.shape)}; pass weights as (n_in, n_out), e.g. layer.dense_weight().t()")
         linked = values.detach().to(mask.device)[mask].abs().double()
         means.append(float(linked.mean()) if linked.numel() else math.nan)
         stds.append(float(linked.std(correction=0)) if linked.numel() else math.nan)
@@ -127,7 +127,7 @@ def network_metrics(masks: Sequence[MaskLike], weights: Sequence[MaskLike] | Non
       (Lind et al. 2005, networkx), the share of possible 4-cycles through a node that exist; the
       ordinary (triangle) clustering is always 0 in a layered graph.
 
-    Optional ``weights[l]`` (same shape as ``masks[l]``, e.g. ``layer.weight.t()``) add per-layer
+    Optional ``weights[l]`` (same shape as ``masks[l]``, e.g. ``layer.dense_weight().t()``) add per-layer
     mean and std of ``|w|`` over the links and the count of links whose weight is exactly 0.
     ``embedding=True`` adds ``embedding_beta`` and the angular separation index of layers and of
     communities in the coalescent hyperbolic embedding (:func:`hyperbolic_embedding`).

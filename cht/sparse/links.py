@@ -68,8 +68,8 @@ def random_free_positions(shape: tuple[int, int], occupied: torch.Tensor, n: int
     """``n`` positions drawn uniformly without replacement among those not in ``occupied``.
 
     With ``rows``/``cols`` the draw is restricted to the product of those output and input neurons.
-    Small grids draw one key per free position; large ones draw candidates at random and reject taken
-    ones, so memory follows ``n`` and the number of links, not the number of positions.
+    Small or crowded grids draw one key per position; others draw candidates at random and reject taken
+    ones, so time and memory follow ``n`` and the number of links, not the number of positions.
     """
     device = occupied.device
     rows = torch.arange(shape[0], device=device) if rows is None else rows
@@ -80,7 +80,8 @@ def random_free_positions(shape: tuple[int, int], occupied: torch.Tensor, n: int
         raise ValueError(f"cannot place {n} links: only {free_count} free positions")
     if n == 0:
         return torch.empty(0, dtype=torch.int64, device=device)
-    if grid <= DENSE_POSITIONS:
+    # One key per position pays off only on small or crowded grids; elsewhere rejection costs O(n log n).
+    if grid <= DENSE_POSITIONS and (free_count < 2 * n or free_count < grid // 2 or grid <= 1 << 12):
         positions = _grid_positions(rows, cols, shape[1])
         keys = torch.rand(grid, generator=generator, device=generator.device).to(device)
         keys = keys.masked_fill(contains(occupied, positions), -1.0)
