@@ -115,13 +115,16 @@ def resolve_backend(config: TrainConfig, device: torch.device, sparse: bool = Tr
 def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: torch.Tensor) -> None:
     """Give every sparse layer its initial links (exact count) and weights, per the method.
 
-    Methods with a density schedule (GraNet, CHTss) start denser than ``config.density``.
+    Methods with a density schedule (GraNet, CHTss) start denser than ``config.density``. Topologies and
+    values draw from separate generators, so one seed gives the same topology whatever the initialisers
+    of weights and biases (the protocols differ there only).
     """
     method = resolve_method(config.method, config.protocol)
     layers = sparse_layers(model)
     if not method.sparse:
         return
     generator = torch.Generator().manual_seed(config.seed)
+    value_generator = torch.Generator().manual_seed(config.seed + 3)
     shapes = [(layer.in_features, layer.out_features) for layer in layers]
     counts = link_counts(shapes, method.initial_density(config.density), config.density_distribution)
     for index, (layer, (n_in, n_out), n_links) in enumerate(zip(layers, shapes, counts)):
@@ -129,9 +132,10 @@ def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: t
                               extras={"dataset": config.dataset, "train_inputs": train_inputs,
                                       "data_root": config.data_root})
         links = init_topology(method.topology_init, n_in, n_out, n_links, context)
-        layer.set_links(links, init_weights(method.weight_init, layer.shape, links, generator))
+        layer.set_links(links, init_weights(method.weight_init, layer.shape, links, value_generator))
         if layer.bias is not None:
-            layer.bias.data.copy_(init_bias(method.bias_init, method.weight_init, layer.shape, n_links, generator))
+            layer.bias.data.copy_(init_bias(method.bias_init, method.weight_init, layer.shape, n_links,
+                                            value_generator))
 
 
 def layer_links(layers: list) -> list[torch.Tensor]:
