@@ -45,6 +45,9 @@ AVAILABLE = numba is not None
 # Rows (or columns) per chunk handed to a worker thread: small enough to balance, large enough that
 # taking a chunk costs nothing.
 MAX_CHUNK = 64
+# Below this many inner-loop steps (about a millisecond) a call runs on the calling thread alone:
+# starting helpers would cost more than they save, the more so on a loaded machine.
+MIN_PARALLEL_WORK = 2**20
 MAX_NODES = 2**32 - 2  # uint32 node indices, one value left as "no node"
 
 
@@ -68,6 +71,17 @@ class Layer:
     @property
     def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.row_ptr, self.row_nbrs, self.col_ptr, self.col_nbrs
+
+    @property
+    def wedges(self) -> int:
+        """Walks ``u - k - j`` from every column: the work of the column-pair table."""
+        degree = np.diff(self.row_ptr.view(np.int64))
+        return int(np.dot(degree, degree))
+
+    @property
+    def paths(self) -> int:
+        """About the number of L3 paths, the work of scoring every row."""
+        return self.wedges * len(self.row_nbrs) // max(self.n_cols, 1)
 
     def position_strides(self) -> tuple[np.uint64, np.uint64]:
         """Multipliers of (row, column) giving the flat position ``i * n_out + j`` of the layer."""
@@ -108,11 +122,13 @@ def link_scores(mask: torch.Tensor, rule: Rule, dtype: torch.dtype) -> torch.Ten
     k_offsets, k_factors, u_offsets, u_factors = _factor_tables(layer, rule, values)
     out = np.zeros((layer.n_rows, layer.n_cols), dtype=values)
     if rule.node_based:
-        _run(_node_rows_worker, layer.n_rows, *layer.csr, k_offsets, k_factors, u_offsets, u_factors, out)
+        _run(_node_rows_worker, layer.n_rows, *layer.csr, k_offsets, k_factors, u_offsets, u_factors, out,
+             work=layer.paths)
     else:
         pair_factors = np.zeros((layer.n_cols, layer.n_cols), dtype=values)
-        _run(_pair_factors_worker, layer.n_cols, *layer.csr, u_offsets, u_factors, pair_factors)
-        _run(_exact_rows_worker, layer.n_rows, *layer.csr, k_offsets, k_factors, pair_factors, out)
+        _run(_pair_factors_worker, layer.n_cols, *layer.csr, u_offsets, u_factors, pair_factors, work=layer.wedges)
+        _run(_exact_rows_worker, layer.n_rows, *layer.csr, k_offsets, k_factors, pair_factors, out,
+             work=layer.paths)
     scores = torch.from_numpy(out)
     return scores.T if layer.transposed else scores
 
@@ -134,7 +150,8 @@ def top_n(layer: Layer, rule: Rule, dtype: torch.dtype, n: int, seed: int | None
     capacity = min(candidates, max(2 * keep, keep + 4096))
     parts = _run(_top_rows_worker, layer.n_rows, *layer.csr, *_factor_tables(layer, rule, values),
                  rule.node_based, row_stride, col_stride, seed is not None, np.uint64((seed or 0) % 2**64),
-                 positive_only, np.zeros(0, values), keep, capacity, chunk=block_rows)
+                 positive_only, np.zeros(0, values), keep, capacity, chunk=block_rows,
+                 work=layer.paths + layer.n_rows * layer.n_cols)
     scores, keys, positions = (np.concatenate([part[index] for part in parts]) for index in range(3))
     kept = _compact(scores, keys, positions, len(scores), keep)[0] if n > 0 else 0
     return np.sort(positions[:kept]), sum(int(part[3]) for part in parts)
@@ -165,17 +182,18 @@ def _scan_rows(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """CSR of a C-contiguous bool matrix: (uint64 pointers, uint32 column indices)."""
     counts = np.zeros(bits.shape[0] + 1, dtype=np.uint64)
     view = bits.view(np.uint8)
-    _run(_count_rows_worker, bits.shape[0], view, counts)
+    _run(_count_rows_worker, bits.shape[0], view, counts, work=bits.size)
     ptr = np.cumsum(counts, dtype=np.uint64)
     nbrs = np.empty(int(ptr[-1]), dtype=np.uint32)
-    _run(_fill_rows_worker, bits.shape[0], view, ptr, nbrs)
+    _run(_fill_rows_worker, bits.shape[0], view, ptr, nbrs, work=bits.size)
     return ptr, nbrs
 
 
-def _run(worker: Callable[..., Any], n_items: int, *args: Any, chunk: int | None = None) -> list[Any]:
+def _run(worker: Callable[..., Any], n_items: int, *args: Any, work: int, chunk: int | None = None) -> list[Any]:
     """Run ``worker(counter, chunk, *args)`` on torch's thread count; each worker takes chunks of
-    ``chunk`` items from ``counter`` until ``n_items`` are taken. Returns each worker's result."""
-    threads = max(1, torch.get_num_threads())
+    ``chunk`` items from ``counter`` until ``n_items`` are taken. ``work`` (inner-loop steps) below
+    ``MIN_PARALLEL_WORK`` runs on the calling thread alone. Returns each worker's result."""
+    threads = max(1, torch.get_num_threads()) if work >= MIN_PARALLEL_WORK else 1
     if chunk is None:
         chunk = max(1, min(MAX_CHUNK, n_items // (8 * threads)))
     threads = max(1, min(threads, -(-n_items // chunk)))
