@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     device = _resolve_device(args.device)
     baseline = _load_baseline(args.baseline) if args.baseline else None
     authors = _load_authors(args.authors_repo, device) if args.authors_repo else None
+    if authors is None:
+        args.authors_repo = None  # not timed: no authors' columns
     sizes = args.sizes or DEFAULT_SIZES + (CUDA_ONLY_SIZES if device.type == "cuda" else ())
     dtype = DTYPES[args.dtype]
     records = []
@@ -106,18 +108,24 @@ def _dense_case(mask: torch.Tensor, rule: str, args: argparse.Namespace, dtype: 
     if baseline is not None:
         contenders["baseline_"] = lambda: baseline(mask, rule, dtype=dtype, backend=args.backend)
     times: dict[str, list[float]] = {name: [] for name in contenders}
-    authors_times, authors_call_times = [], []
+    cpu_times: dict[str, list[float]] = {name: [] for name in contenders}
+    authors_times, authors_cpu_times, authors_call_times = [], [], []
     for call in contenders.values():
         call()  # warm-up: compilation, caches, CUDA context
     for repeat in range(args.repeats):
         for name, call in contenders.items():
-            times[name].append(_seconds(call, mask.device))
+            wall, cpu = _seconds(call, mask.device)
+            times[name].append(wall)
+            cpu_times[name].append(cpu)
         if authors is not None and repeat < args.authors_repeats:
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             authors_call_times.append(authors_scorer.scores(authors, mask.cpu())[1])
-            authors_times.append(time.perf_counter() - start)
-    record: dict[str, object] = {f"{name}seconds_median": statistics.median(values) for name, values in times.items()}
-    record.update({f"{name}seconds_all": values for name, values in times.items()})
+            authors_times.append(time.perf_counter() - wall)
+            authors_cpu_times.append(time.process_time() - cpu)
+    record: dict[str, object] = {}
+    for name in contenders:
+        record.update({f"{name}seconds_median": statistics.median(times[name]), f"{name}seconds_all": times[name],
+                       f"{name}cpu_seconds_median": statistics.median(cpu_times[name])})
     record["peak_memory_bytes"] = _peak_memory(contenders[""], mask.device)
     if baseline is not None:
         record["speedup_vs_baseline"] = record["baseline_seconds_median"] / record["seconds_median"]
@@ -127,7 +135,9 @@ def _dense_case(mask: torch.Tensor, rule: str, args: argparse.Namespace, dtype: 
         record.update({
             "authors_seconds_median": statistics.median(authors_times), "authors_seconds_all": authors_times,
             "authors_call_seconds_median": statistics.median(authors_call_times),
+            "authors_cpu_seconds_median": statistics.median(authors_cpu_times),
             "speedup_vs_authors": statistics.median(authors_times) / record["seconds_median"],
+            "cpu_time_ratio_vs_authors": statistics.median(authors_cpu_times) / record["cpu_seconds_median"],
             "authors_max_abs_difference": float(np.abs(np.where(mask.cpu().numpy(), 0, theirs) - ours).max()),
         })
     return record
@@ -146,12 +156,18 @@ def _blocked_case(n_in: int, n_out: int, rule: str, args: argparse.Namespace, dt
         return top_n_links(n_in, n_out, src, dst, grow, rule, torch.Generator().manual_seed(0), dtype=dtype)
 
     top_n_links(3, 3, torch.tensor([0, 1]), torch.tensor([1, 2]), 1, rule, dtype=dtype)  # compile or load
-    seconds = [_seconds(call, torch.device("cpu")) for _ in range(args.repeats)]
-    chosen = call()
+    seconds, peaks = [], []
+    for _ in range(args.repeats):  # the peak memory of each timed call: large layers take minutes a call
+        baseline = _reset_peak_memory()
+        start = time.perf_counter()
+        chosen = call()
+        seconds.append(time.perf_counter() - start)
+        peaks.append(_peak_memory_rise(baseline))
     record = {"n_in": n_in, "n_out": n_out, "density": args.density, "rule": rule, "dtype": args.dtype,
               "links": links, "grow": grow, "grown": int(chosen.src.numel()), "n_positive": chosen.n_positive,
               "seconds_median": statistics.median(seconds), "seconds_all": seconds,
-              "peak_memory_bytes": _peak_memory(call, torch.device("cpu")),
+              "peak_memory_bytes": None if None in peaks else max(peaks),
+              "process_peak_rss_bytes": None if None in peaks else _kib("VmHWM") * 1024,
               "dense_float32_scores_bytes": 4 * n_in * n_out}
     print(f"{n_in}x{n_out} {rule} blocked top-{grow}: {record['seconds_median']:.2f} s", flush=True)
     return record
@@ -251,12 +267,14 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _seconds(call: Callable[[], object], device: torch.device) -> float:
+def _seconds(call: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """Wall and process CPU seconds of one call (CPU time: all threads, unaffected by waiting for a
+    core on a loaded machine)."""
     _synchronize(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     call()
     _synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def _peak_memory(call: Callable[[], torch.Tensor], device: torch.device) -> int | None:
@@ -267,20 +285,28 @@ def _peak_memory(call: Callable[[], torch.Tensor], device: torch.device) -> int 
         call()
         _synchronize(device)
         return torch.cuda.max_memory_allocated(device) - baseline
-    status = Path("/proc/self/status")
+    baseline = _reset_peak_memory()
+    call()
+    return _peak_memory_rise(baseline)
+
+
+def _reset_peak_memory() -> int | None:
+    """Resident KiB now, after trimming the heap and resetting the peak; None where Linux /proc is missing."""
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         return None
-    baseline = _kib(status, "VmRSS")
-    call()
-    return (_kib(status, "VmHWM") - baseline) * 1024
+    return _kib("VmRSS")
 
 
-def _kib(status: Path, field: str) -> int:
-    return int(re.search(rf"{field}:\s+(\d+)", status.read_text()).group(1))
+def _peak_memory_rise(baseline: int | None) -> int | None:
+    return None if baseline is None else (_kib("VmHWM") - baseline) * 1024
+
+
+def _kib(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
 
 
 def _environment(device: torch.device, args: argparse.Namespace) -> dict[str, object]:
@@ -329,35 +355,38 @@ def _markdown(report: dict) -> str:
     if report["mode"] == "blocked":
         lines = [title + ", top_n_links (blocked, no score matrix).", "",
                  "| layer | rule | links | grown | positive candidates | seconds | peak memory (MiB) | "
-                 "dense float32 scores (MiB) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+                 "process peak RSS (MiB) | dense float32 scores (MiB) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in report["results"]:
             lines.append(f"| {r['n_in']}x{r['n_out']} | {r['rule']} | {r['links']} | {r['grown']} | "
                          f"{r['n_positive']} | {r['seconds_median']:.2f} | {_mebibytes(r['peak_memory_bytes'])} | "
+                         f"{_mebibytes(r['process_peak_rss_bytes'])} | "
                          f"{r['dense_float32_scores_bytes'] / 2**20:.0f} |")
         return "\n".join(lines)
     baseline = "baseline" in environment
     authors = "authors_repo" in environment
-    header = "| layer | rule | L3 paths | seconds | paths/s | peak memory (MiB) |"
-    rule_line = "|---|---|---:|---:|---:|---:|"
+    header = "| layer | rule | L3 paths | seconds | CPU seconds | paths/s | peak memory (MiB) |"
+    rule_line = "|---|---|---:|---:|---:|---:|---:|"
     if baseline:
         header += " baseline seconds | speed-up vs baseline |"
         rule_line += "---:|---:|"
     if authors:
-        header += " authors' C++ seconds (call alone) | speed-up vs authors' C++ | max abs difference |"
-        rule_line += "---:|---:|---:|"
+        header += (" authors' C++ seconds (call alone) | authors' CPU seconds | speed-up vs authors' C++ | "
+                   "CPU-time ratio | max abs difference |")
+        rule_line += "---:|---:|---:|---:|---:|"
     lines = [title + ("; side by side in one process: " + ", ".join(
         part for part, shown in (("baseline " + environment.get("baseline", ""), baseline),
                                  ("authors' scorer " + environment.get("authors_repo", ""), authors)) if shown)
         if baseline or authors else "") + ".", "", header, rule_line]
     for r in report["results"]:
         line = (f"| {r['n_in']}x{r['n_out']} | {r['rule']} | {r['l3_paths']:.2e} | {r['seconds_median']:.4f} | "
-                f"{r['paths_per_second']:.2e} | {_mebibytes(r['peak_memory_bytes'])} |")
+                f"{r['cpu_seconds_median']:.4f} | {r['paths_per_second']:.2e} | {_mebibytes(r['peak_memory_bytes'])} |")
         if baseline:
             line += f" {r['baseline_seconds_median']:.4f} | {r['speedup_vs_baseline']:.2f}x |"
         if authors:
             line += (f" {r['authors_seconds_median']:.2f} ({r['authors_call_seconds_median']:.2f}) | "
-                     f"{r['speedup_vs_authors']:.0f}x | {r['authors_max_abs_difference']:.1e} |"
-                     if "authors_seconds_median" in r else " — | — | — |")
+                     f"{r['authors_cpu_seconds_median']:.2f} | {r['speedup_vs_authors']:.0f}x | "
+                     f"{r['cpu_time_ratio_vs_authors']:.0f}x | {r['authors_max_abs_difference']:.1e} |"
+                     if "authors_seconds_median" in r else " — | — | — | — | — |")
         lines.append(line)
     return "\n".join(lines)
 

@@ -204,16 +204,16 @@ def _run(worker: Callable[..., Any], n_items: int, *args: Any, work: int, chunk:
     results: list[Any] = [None] * threads
     errors: list[BaseException] = []
 
-    def work(slot: int) -> None:
+    def take_chunks(slot: int) -> None:
         try:
             results[slot] = worker(counter, chunk, *args)
         except BaseException as error:  # pragma: no cover - re-raised below
             errors.append(error)
 
-    helpers = [threading.Thread(target=work, args=(slot,), daemon=True) for slot in range(1, threads)]
+    helpers = [threading.Thread(target=take_chunks, args=(slot,), daemon=True) for slot in range(1, threads)]
     for helper in helpers:
         helper.start()
-    work(0)
+    take_chunks(0)
     for helper in helpers:
         helper.join()
     if errors:
