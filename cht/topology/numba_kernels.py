@@ -3,10 +3,11 @@
 **Orientation.** A layer is walked with the larger side as rows (inputs when ``n_in >= n_out``) and
 the smaller one as columns. Row ``i`` is scored in one pass over its L3 paths ``i - u - k - j``
 (``u``, ``j`` columns, ``k`` rows) into a dense row accumulator. The exact rules of
-:func:`link_scores` read the factor of each column pair ``(u, j)`` from an ``n_cols x n_cols`` table
-(never larger than the layer); :func:`top_n` recounts the common neighbours of ``(u, j)`` on the fly
-instead, so its memory is ``O(n_rows + n_cols)`` per thread plus the links it keeps. Both perform the
-same floating-point operations in the same order for every score, so the blocked selection sees
+:func:`link_scores` look the factor of each column pair ``(u, j)`` up by their common-neighbour
+count, read from an ``n_cols x n_cols`` table (uint8 for sparse layers: a quarter of a float table,
+so its random reads stay in cache; never larger than the layer); :func:`top_n` counts them on the fly
+instead, so its memory is ``O(n_rows + n_cols)`` per thread plus the links it keeps. Both perform
+the same floating-point operations in the same order for every score, so the blocked selection sees
 bit-identical scores. The node-based rules (L3n) count on the fly in both.
 
 **Speed.** Node indices are unsigned (uint32, pointers uint64): numba then drops the negative-index
@@ -125,10 +126,10 @@ def link_scores(mask: torch.Tensor, rule: Rule, dtype: torch.dtype) -> torch.Ten
         _run(_node_rows_worker, layer.n_rows, *layer.csr, k_offsets, k_factors, u_offsets, u_factors, out,
              work=layer.paths)
     else:
-        pair_factors = np.zeros((layer.n_cols, layer.n_cols), dtype=values)
-        _run(_pair_factors_worker, layer.n_cols, *layer.csr, u_offsets, u_factors, pair_factors, work=layer.wedges)
-        _run(_exact_rows_worker, layer.n_rows, *layer.csr, k_offsets, k_factors, pair_factors, out,
-             work=layer.paths)
+        pair_counts = np.zeros((layer.n_cols, layer.n_cols), dtype=_count_dtype(layer))
+        _run(_pair_counts_worker, layer.n_cols, *layer.csr, pair_counts, work=layer.wedges)
+        _run(_exact_rows_worker, layer.n_rows, *layer.csr, k_offsets, k_factors, u_offsets, u_factors, pair_counts,
+             out, work=layer.paths)
     scores = torch.from_numpy(out)
     return scores.T if layer.transposed else scores
 
@@ -166,6 +167,13 @@ def _orient(n_in: int, n_out: int, in_csr: tuple, out_csr: tuple) -> Layer:
     if n_in >= n_out:
         return Layer(n_in, n_out, *in_csr, *out_csr, transposed=False)
     return Layer(n_out, n_in, *out_csr, *in_csr, transposed=True)
+
+
+def _count_dtype(layer: Layer) -> type:
+    """The smallest unsigned dtype holding every column-pair count (at most the largest column degree):
+    a uint8 table is a quarter of a float32 one, and its random reads stay in cache."""
+    largest = int(np.diff(layer.col_ptr.view(np.int64)).max(initial=0))
+    return next(dtype for dtype in (np.uint8, np.uint16, np.uint32) if largest <= np.iinfo(dtype).max)
 
 
 def _factor_tables(layer: Layer, rule: Rule, values: type) -> tuple[np.ndarray, ...]:
@@ -345,28 +353,28 @@ if AVAILABLE:
 
     @numba.njit(nogil=True, cache=True, inline="always")
     def _exact_row(i, row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors, u_offsets, u_factors,
-                   pair_factors, common, count, acc):
+                   pair_counts, common, count, acc):
         """acc[j] += h(d_k, c_ik) * h(d_u, c_uj) over the paths i - u - k - j, in path order.
 
-        With a ``pair_factors`` table (n_cols x n_cols) the column-pair factor is read from it; with an
-        empty one it is looked up from ``count``, filled on the fly: same values, same operations.
+        With a ``pair_counts`` table (n_cols x n_cols) the column-pair counts c_uj are read from it;
+        with an empty one they are counted on the fly into ``count``: same factors, same operations.
         """
         _count_common_rows(i, row_ptr, row_nbrs, col_ptr, col_nbrs, common)
-        tabled = pair_factors.shape[0] > 0
+        tabled = pair_counts.shape[0] > 0
         for t in range(row_ptr[i], row_ptr[i + 1]):
             u = row_nbrs[t]
+            base = u_offsets[u]
             if tabled:
-                pairs = pair_factors[u]
+                pairs = pair_counts[u]
                 for s in range(col_ptr[u], col_ptr[u + 1]):
                     k = col_nbrs[s]
                     if k != i:
                         k_factor = k_factors[k_offsets[k] + common[k]]
                         for r in range(row_ptr[k], row_ptr[k + 1]):
                             j = row_nbrs[r]
-                            acc[j] += k_factor * pairs[j]
+                            acc[j] += k_factor * u_factors[base + pairs[j]]
             else:
                 _count_pairs(i, u, row_ptr, row_nbrs, col_ptr, col_nbrs, count, 1)
-                base = u_offsets[u]
                 for s in range(col_ptr[u], col_ptr[u + 1]):
                     k = col_nbrs[s]
                     if k != i:
@@ -415,42 +423,31 @@ if AVAILABLE:
 
     @numba.njit(nogil=True, cache=True, inline="always")
     def _score_row(i, node_based, row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors, u_offsets,
-                   u_factors, pair_factors, common, community, count, acc):
+                   u_factors, pair_counts, common, community, count, acc):
         if node_based:
             _node_row(i, row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors, u_offsets, u_factors,
                       common, community, count, acc)
         else:
             _exact_row(i, row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors, u_offsets, u_factors,
-                       pair_factors, common, count, acc)
+                       pair_counts, common, count, acc)
 
     # ------------------------------------------------------------------ dense scores
 
     @numba.njit(nogil=True, cache=True)
-    def _pair_factors_worker(counter, chunk, row_ptr, row_nbrs, col_ptr, col_nbrs, u_offsets, u_factors,
-                             pair_factors):
-        """pair_factors[u, j] = h(d_u, |N(u) ∩ N(j)|) where the count is positive."""
-        n_cols = pair_factors.shape[0]
-        count = np.zeros(n_cols, dtype=np.uint32)
+    def _pair_counts_worker(counter, chunk, row_ptr, row_nbrs, col_ptr, col_nbrs, pair_counts):
+        """pair_counts[u, j] = |N(u) ∩ N(j)|, the rows shared by columns u and j."""
+        n_cols = pair_counts.shape[0]
         no_row = np.uint32(row_ptr.shape[0])  # excludes no row from the counts
         while True:
             first, last = _next_chunk(counter, chunk, n_cols)
             if first >= n_cols:
                 return 0
             for u in range(first, last):
-                _count_pairs(no_row, u, row_ptr, row_nbrs, col_ptr, col_nbrs, count, 1)
-                base = u_offsets[u]
-                row = pair_factors[u]
-                for s in range(col_ptr[u], col_ptr[u + 1]):
-                    k = col_nbrs[s]
-                    for r in range(row_ptr[k], row_ptr[k + 1]):
-                        j = row_nbrs[r]
-                        if count[j] != 0:
-                            row[j] = u_factors[base + count[j]]
-                            count[j] = 0
+                _count_pairs(no_row, u, row_ptr, row_nbrs, col_ptr, col_nbrs, pair_counts[u], 1)
 
     @numba.njit(nogil=True, cache=True)
-    def _exact_rows_worker(counter, chunk, row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors,
-                           pair_factors, out):
+    def _exact_rows_worker(counter, chunk, row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors, u_offsets,
+                           u_factors, pair_counts, out):
         n_rows = out.shape[0]
         common = np.zeros(n_rows, dtype=np.uint32)
         unused = np.zeros(0, dtype=np.uint32)
@@ -461,7 +458,7 @@ if AVAILABLE:
             for i in range(first, last):
                 row = out[i]
                 _exact_row(np.uint32(i), row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors,
-                           k_offsets, k_factors, pair_factors, common, unused, row)
+                           u_offsets, u_factors, pair_counts, common, unused, row)
                 for t in range(row_ptr[i], row_ptr[i + 1]):
                     row[row_nbrs[t]] = 0
 
