@@ -518,7 +518,7 @@ if AVAILABLE:
         count = np.zeros(n_cols, dtype=np.uint32)
         common = np.zeros(n_rows, dtype=np.uint32)
         community = np.empty(n_rows, dtype=np.uint32)
-        no_table = np.zeros((0, 0), dtype=like.dtype)
+        no_table = np.zeros((0, 0), dtype=np.uint32)
         scores = np.empty(capacity, dtype=like.dtype)
         keys = np.empty(capacity, dtype=np.int64)
         positions = np.empty(capacity, dtype=np.int64)
