@@ -3,10 +3,11 @@
 **Orientation.** A layer is walked with the larger side as rows (inputs when ``n_in >= n_out``) and
 the smaller one as columns. Row ``i`` is scored in one pass over its L3 paths ``i - u - k - j``
 (``u``, ``j`` columns, ``k`` rows) into a dense row accumulator. The exact rules of
-:func:`link_scores` read the factor of each column pair ``(u, j)`` from an ``n_cols x n_cols`` table
-(never larger than the layer); :func:`top_n` recounts the common neighbours of ``(u, j)`` on the fly
-instead, so its memory is ``O(n_rows + n_cols)`` per thread plus the links it keeps. Both perform the
-same floating-point operations in the same order for every score, so the blocked selection sees
+:func:`link_scores` look the factor of each column pair ``(u, j)`` up by their common-neighbour
+count, read from an ``n_cols x n_cols`` table (uint8 for sparse layers: a quarter of a float table,
+so its random reads stay in cache; never larger than the layer); :func:`top_n` counts them on the fly
+instead, so its memory is ``O(n_rows + n_cols)`` per thread plus the links it keeps. Both perform
+the same floating-point operations in the same order for every score, so the blocked selection sees
 bit-identical scores. The node-based rules (L3n) count on the fly in both.
 
 **Speed.** Node indices are unsigned (uint32, pointers uint64): numba then drops the negative-index
@@ -45,6 +46,9 @@ AVAILABLE = numba is not None
 # Rows (or columns) per chunk handed to a worker thread: small enough to balance, large enough that
 # taking a chunk costs nothing.
 MAX_CHUNK = 64
+# Below this many inner-loop steps (about a millisecond) a call runs on the calling thread alone:
+# starting helpers would cost more than they save, the more so on a loaded machine.
+MIN_PARALLEL_WORK = 2**20
 MAX_NODES = 2**32 - 2  # uint32 node indices, one value left as "no node"
 
 
@@ -68,6 +72,17 @@ class Layer:
     @property
     def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.row_ptr, self.row_nbrs, self.col_ptr, self.col_nbrs
+
+    @property
+    def wedges(self) -> int:
+        """Walks ``u - k - j`` from every column: the work of the column-pair table."""
+        degree = np.diff(self.row_ptr.view(np.int64))
+        return int(np.dot(degree, degree))
+
+    @property
+    def paths(self) -> int:
+        """About the number of L3 paths, the work of scoring every row."""
+        return self.wedges * len(self.row_nbrs) // max(self.n_cols, 1)
 
     def position_strides(self) -> tuple[np.uint64, np.uint64]:
         """Multipliers of (row, column) giving the flat position ``i * n_out + j`` of the layer."""
@@ -108,11 +123,13 @@ def link_scores(mask: torch.Tensor, rule: Rule, dtype: torch.dtype) -> torch.Ten
     k_offsets, k_factors, u_offsets, u_factors = _factor_tables(layer, rule, values)
     out = np.zeros((layer.n_rows, layer.n_cols), dtype=values)
     if rule.node_based:
-        _run(_node_rows_worker, layer.n_rows, *layer.csr, k_offsets, k_factors, u_offsets, u_factors, out)
+        _run(_node_rows_worker, layer.n_rows, *layer.csr, k_offsets, k_factors, u_offsets, u_factors, out,
+             work=layer.paths)
     else:
-        pair_factors = np.zeros((layer.n_cols, layer.n_cols), dtype=values)
-        _run(_pair_factors_worker, layer.n_cols, *layer.csr, u_offsets, u_factors, pair_factors)
-        _run(_exact_rows_worker, layer.n_rows, *layer.csr, k_offsets, k_factors, pair_factors, out)
+        pair_counts = np.zeros((layer.n_cols, layer.n_cols), dtype=_count_dtype(layer))
+        _run(_pair_counts_worker, layer.n_cols, *layer.csr, pair_counts, work=layer.wedges)
+        _run(_exact_rows_worker, layer.n_rows, *layer.csr, k_offsets, k_factors, u_offsets, u_factors, pair_counts,
+             out, work=layer.paths)
     scores = torch.from_numpy(out)
     return scores.T if layer.transposed else scores
 
@@ -134,7 +151,8 @@ def top_n(layer: Layer, rule: Rule, dtype: torch.dtype, n: int, seed: int | None
     capacity = min(candidates, max(2 * keep, keep + 4096))
     parts = _run(_top_rows_worker, layer.n_rows, *layer.csr, *_factor_tables(layer, rule, values),
                  rule.node_based, row_stride, col_stride, seed is not None, np.uint64((seed or 0) % 2**64),
-                 positive_only, np.zeros(0, values), keep, capacity, chunk=block_rows)
+                 positive_only, np.zeros(0, values), keep, capacity, chunk=block_rows,
+                 work=layer.paths + layer.n_rows * layer.n_cols)
     scores, keys, positions = (np.concatenate([part[index] for part in parts]) for index in range(3))
     kept = _compact(scores, keys, positions, len(scores), keep)[0] if n > 0 else 0
     return np.sort(positions[:kept]), sum(int(part[3]) for part in parts)
@@ -151,6 +169,13 @@ def _orient(n_in: int, n_out: int, in_csr: tuple, out_csr: tuple) -> Layer:
     return Layer(n_out, n_in, *out_csr, *in_csr, transposed=True)
 
 
+def _count_dtype(layer: Layer) -> type:
+    """The smallest unsigned dtype holding every column-pair count (at most the largest column degree):
+    a uint8 table is a quarter of a float32 one, and its random reads stay in cache."""
+    largest = int(np.diff(layer.col_ptr.view(np.int64)).max(initial=0))
+    return next(dtype for dtype in (np.uint8, np.uint16, np.uint32) if largest <= np.iinfo(dtype).max)
+
+
 def _factor_tables(layer: Layer, rule: Rule, values: type) -> tuple[np.ndarray, ...]:
     """(offsets, factors) of the row nodes, then of the column nodes (see :func:`factor_table`)."""
     tables = []
@@ -165,17 +190,18 @@ def _scan_rows(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """CSR of a C-contiguous bool matrix: (uint64 pointers, uint32 column indices)."""
     counts = np.zeros(bits.shape[0] + 1, dtype=np.uint64)
     view = bits.view(np.uint8)
-    _run(_count_rows_worker, bits.shape[0], view, counts)
+    _run(_count_rows_worker, bits.shape[0], view, counts, work=bits.size)
     ptr = np.cumsum(counts, dtype=np.uint64)
     nbrs = np.empty(int(ptr[-1]), dtype=np.uint32)
-    _run(_fill_rows_worker, bits.shape[0], view, ptr, nbrs)
+    _run(_fill_rows_worker, bits.shape[0], view, ptr, nbrs, work=bits.size)
     return ptr, nbrs
 
 
-def _run(worker: Callable[..., Any], n_items: int, *args: Any, chunk: int | None = None) -> list[Any]:
+def _run(worker: Callable[..., Any], n_items: int, *args: Any, work: int, chunk: int | None = None) -> list[Any]:
     """Run ``worker(counter, chunk, *args)`` on torch's thread count; each worker takes chunks of
-    ``chunk`` items from ``counter`` until ``n_items`` are taken. Returns each worker's result."""
-    threads = max(1, torch.get_num_threads())
+    ``chunk`` items from ``counter`` until ``n_items`` are taken. ``work`` (inner-loop steps) below
+    ``MIN_PARALLEL_WORK`` runs on the calling thread alone. Returns each worker's result."""
+    threads = max(1, torch.get_num_threads()) if work >= MIN_PARALLEL_WORK else 1
     if chunk is None:
         chunk = max(1, min(MAX_CHUNK, n_items // (8 * threads)))
     threads = max(1, min(threads, -(-n_items // chunk)))
@@ -186,16 +212,16 @@ def _run(worker: Callable[..., Any], n_items: int, *args: Any, chunk: int | None
     results: list[Any] = [None] * threads
     errors: list[BaseException] = []
 
-    def work(slot: int) -> None:
+    def take_chunks(slot: int) -> None:
         try:
             results[slot] = worker(counter, chunk, *args)
         except BaseException as error:  # pragma: no cover - re-raised below
             errors.append(error)
 
-    helpers = [threading.Thread(target=work, args=(slot,), daemon=True) for slot in range(1, threads)]
+    helpers = [threading.Thread(target=take_chunks, args=(slot,), daemon=True) for slot in range(1, threads)]
     for helper in helpers:
         helper.start()
-    work(0)
+    take_chunks(0)
     for helper in helpers:
         helper.join()
     if errors:
@@ -327,28 +353,28 @@ if AVAILABLE:
 
     @numba.njit(nogil=True, cache=True, inline="always")
     def _exact_row(i, row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors, u_offsets, u_factors,
-                   pair_factors, common, count, acc):
+                   pair_counts, common, count, acc):
         """acc[j] += h(d_k, c_ik) * h(d_u, c_uj) over the paths i - u - k - j, in path order.
 
-        With a ``pair_factors`` table (n_cols x n_cols) the column-pair factor is read from it; with an
-        empty one it is looked up from ``count``, filled on the fly: same values, same operations.
+        With a ``pair_counts`` table (n_cols x n_cols) the column-pair counts c_uj are read from it;
+        with an empty one they are counted on the fly into ``count``: same factors, same operations.
         """
         _count_common_rows(i, row_ptr, row_nbrs, col_ptr, col_nbrs, common)
-        tabled = pair_factors.shape[0] > 0
+        tabled = pair_counts.shape[0] > 0
         for t in range(row_ptr[i], row_ptr[i + 1]):
             u = row_nbrs[t]
+            base = u_offsets[u]
             if tabled:
-                pairs = pair_factors[u]
+                pairs = pair_counts[u]
                 for s in range(col_ptr[u], col_ptr[u + 1]):
                     k = col_nbrs[s]
                     if k != i:
                         k_factor = k_factors[k_offsets[k] + common[k]]
                         for r in range(row_ptr[k], row_ptr[k + 1]):
                             j = row_nbrs[r]
-                            acc[j] += k_factor * pairs[j]
+                            acc[j] += k_factor * u_factors[base + pairs[j]]
             else:
                 _count_pairs(i, u, row_ptr, row_nbrs, col_ptr, col_nbrs, count, 1)
-                base = u_offsets[u]
                 for s in range(col_ptr[u], col_ptr[u + 1]):
                     k = col_nbrs[s]
                     if k != i:
@@ -397,42 +423,31 @@ if AVAILABLE:
 
     @numba.njit(nogil=True, cache=True, inline="always")
     def _score_row(i, node_based, row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors, u_offsets,
-                   u_factors, pair_factors, common, community, count, acc):
+                   u_factors, pair_counts, common, community, count, acc):
         if node_based:
             _node_row(i, row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors, u_offsets, u_factors,
                       common, community, count, acc)
         else:
             _exact_row(i, row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors, u_offsets, u_factors,
-                       pair_factors, common, count, acc)
+                       pair_counts, common, count, acc)
 
     # ------------------------------------------------------------------ dense scores
 
     @numba.njit(nogil=True, cache=True)
-    def _pair_factors_worker(counter, chunk, row_ptr, row_nbrs, col_ptr, col_nbrs, u_offsets, u_factors,
-                             pair_factors):
-        """pair_factors[u, j] = h(d_u, |N(u) ∩ N(j)|) where the count is positive."""
-        n_cols = pair_factors.shape[0]
-        count = np.zeros(n_cols, dtype=np.uint32)
+    def _pair_counts_worker(counter, chunk, row_ptr, row_nbrs, col_ptr, col_nbrs, pair_counts):
+        """pair_counts[u, j] = |N(u) ∩ N(j)|, the rows shared by columns u and j."""
+        n_cols = pair_counts.shape[0]
         no_row = np.uint32(row_ptr.shape[0])  # excludes no row from the counts
         while True:
             first, last = _next_chunk(counter, chunk, n_cols)
             if first >= n_cols:
                 return 0
             for u in range(first, last):
-                _count_pairs(no_row, u, row_ptr, row_nbrs, col_ptr, col_nbrs, count, 1)
-                base = u_offsets[u]
-                row = pair_factors[u]
-                for s in range(col_ptr[u], col_ptr[u + 1]):
-                    k = col_nbrs[s]
-                    for r in range(row_ptr[k], row_ptr[k + 1]):
-                        j = row_nbrs[r]
-                        if count[j] != 0:
-                            row[j] = u_factors[base + count[j]]
-                            count[j] = 0
+                _count_pairs(no_row, u, row_ptr, row_nbrs, col_ptr, col_nbrs, pair_counts[u], 1)
 
     @numba.njit(nogil=True, cache=True)
-    def _exact_rows_worker(counter, chunk, row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors,
-                           pair_factors, out):
+    def _exact_rows_worker(counter, chunk, row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors, u_offsets,
+                           u_factors, pair_counts, out):
         n_rows = out.shape[0]
         common = np.zeros(n_rows, dtype=np.uint32)
         unused = np.zeros(0, dtype=np.uint32)
@@ -443,7 +458,7 @@ if AVAILABLE:
             for i in range(first, last):
                 row = out[i]
                 _exact_row(np.uint32(i), row_ptr, row_nbrs, col_ptr, col_nbrs, k_offsets, k_factors,
-                           k_offsets, k_factors, pair_factors, common, unused, row)
+                           u_offsets, u_factors, pair_counts, common, unused, row)
                 for t in range(row_ptr[i], row_ptr[i + 1]):
                     row[row_nbrs[t]] = 0
 
@@ -503,7 +518,7 @@ if AVAILABLE:
         count = np.zeros(n_cols, dtype=np.uint32)
         common = np.zeros(n_rows, dtype=np.uint32)
         community = np.empty(n_rows, dtype=np.uint32)
-        no_table = np.zeros((0, 0), dtype=like.dtype)
+        no_table = np.zeros((0, 0), dtype=np.uint32)
         scores = np.empty(capacity, dtype=like.dtype)
         keys = np.empty(capacity, dtype=np.int64)
         positions = np.empty(capacity, dtype=np.int64)
