@@ -161,7 +161,7 @@ def quick(data_root, results) -> list[str]:
 
 def test_default_output_folder_follows_results_dir_and_names_dim_and_density(fashion_root, tmp_path) -> None:
     assert main([*quick(fashion_root, tmp_path / "mine"), "--no-tracking", "--dim", "1"]) == 0
-    assert (tmp_path / "mine/runs/fashion_mnist/mlp-dim1/density0.05/set/seed0/metrics.json").is_file()
+    assert (tmp_path / "mine/runs/fashion_mnist/mlp-dim1/density0.05/uniform/set/seed0/metrics.json").is_file()
 
 
 def test_missing_dataset_offline_names_the_flag_and_leaves_no_folder(tmp_path, capsys) -> None:

@@ -108,7 +108,7 @@ def test_dry_run_shows_the_full_grid(quick_checks, name) -> None:
         config["densities"]) * len(config.get("protocols", ["uniform"]))
     runs = settings * len(methods) * len(config["seeds"])
     counts = job_counts(result.stdout)
-    assert counts["train"] == runs and counts["analyze_topology"] == runs
+    assert counts["train"] == runs and counts["analyze_topology"] == settings  # one analysis job per setting
     assert counts["download_dataset"] == len(config["datasets"]) and counts["aggregate"] == 1
     assert counts["claims"] == 1
     for rule in ("degree_figures", "degree_initial_final_figures", "network_figures", "anp_figure",

@@ -132,7 +132,8 @@ class CHRegrowth:
             raise ValueError(f"CHRegrowth: selection {self.selection!r} is not one of {CH_SELECTIONS}")
 
     def __call__(self, layer: SparseLinear, n: int, context: RegrowthContext) -> torch.Tensor:
-        if self.selection == "top_n" and context.survivors.device.type == "cpu":
+        positions = layer.in_features * layer.out_features
+        if self.selection == "top_n" and context.survivors.device.type == "cpu" and positions > links.DENSE_POSITIONS:
             return fill_shortage(layer, self._top_n_from_links(layer, n, context), n, context)
         adjacency = survivor_adjacency(layer, context)
         scores = ch_scores(self.rule, adjacency, context)
@@ -143,8 +144,9 @@ class CHRegrowth:
             return fill_shortage(layer, positions_of(grown), n, context)
 
     def _top_n_from_links(self, layer: SparseLinear, n: int, context: RegrowthContext) -> torch.Tensor:
-        """The same choice as the dense route, scored row by row from the link lists (CPU): memory follows
-        the links, so layers of any width evolve (timed as ``scoring``, which includes the selection)."""
+        """The same choice as the dense route, scored row by row from the link lists (CPU) for layers too large
+        for a dense score matrix: memory follows the links, so layers of any width evolve (timed as ``scoring``,
+        which includes the selection)."""
         outputs, inputs = links.rows_cols(context.survivors, layer.in_features)
         with timed(context.timings, "scoring", context.survivors.device):
             chosen = topology.top_n_links(layer.in_features, layer.out_features, inputs, outputs, n, rule=self.rule,

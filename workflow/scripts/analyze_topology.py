@@ -3,18 +3,18 @@
 import json
 from pathlib import Path
 
-import torch
 from jobs import job_tracker, log_outputs, logged
 
 from cht.analysis import network_metrics
 from cht.results import scalar_metrics
+from cht.io import load_tensors
 
 with logged(snakemake):
     tracker = job_tracker(snakemake)
     settings = snakemake.params.analysis
     with tracker.run():
         for masks_path, topology_path in zip(snakemake.input.masks, snakemake.output.topology):
-            masks = torch.load(masks_path, weights_only=True)
+            masks = load_tensors(masks_path)
             # A dense model has no sparse layers: its topology is not analysed.
             topology = network_metrics(masks, embedding=settings["embedding"], seed=settings["seed"],
                                        path_sources=settings["path_sources"]) if masks else {}

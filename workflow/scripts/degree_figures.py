@@ -3,20 +3,20 @@ degree_figures) or initial and final together (rule degree_initial_final_figures
 
 from pathlib import Path
 
-import torch
 from jobs import job_tracker, log_outputs, logged
 
 from cht.analysis.figures import plot_degree_distribution, plot_degree_initial_final
+from cht.io import load_tensors
 
 with logged(snakemake):
     tracker = job_tracker(snakemake)
     with tracker.run():
         for method, png in zip(snakemake.params.methods, snakemake.output.degrees[::2]):
-            masks = torch.load(snakemake.input[f"masks_{method}"], weights_only=True)
+            masks = load_tensors(snakemake.input[f"masks_{method}"])
             stem = Path(png).with_suffix("")
             initial = snakemake.input.get(f"initial_masks_{method}")
             if initial is None:
                 plot_degree_distribution(masks, stem, label=method)
             else:
-                plot_degree_initial_final(torch.load(initial, weights_only=True), masks, stem, label=method)
+                plot_degree_initial_final(load_tensors(initial), masks, stem, label=method)
         log_outputs(tracker, snakemake)
