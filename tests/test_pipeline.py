@@ -60,6 +60,7 @@ BAD_CONFIGS = {
     "typo in a training key": ({"train": {"epoch": 1}}, ["'epoch' was unexpected"]),
     "unknown dataset": ({"datasets": ["fashion-mnist"]}, ["datasets", "'fashion-mnist' is not one of"]),
     "bad training value": ({"train": {"density_distribution": "gaussian"}}, ["density_distribution", "gaussian"]),
+    "bad grouping": ({"group_runs": "sometimes"}, ["group_runs", "'sometimes' is not one of"]),
 }
 
 
@@ -73,6 +74,9 @@ def quick_checks(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
         commands[name] = snakemake_command(folder / name, "-n", "--configfile", str(ROOT / "config" / f"{name}.yaml"))
     single_epoch = write_config(folder / "single_epoch.yaml", train={"epochs": 1, "max_train_samples": 256})
     commands["single epoch"] = snakemake_command(folder / "single_epoch", "-n", "--configfile", str(single_epoch))
+    grouped = write_config(folder / "grouped.yaml", group_runs=True, group_size=3, seeds=[0, 1],
+                           methods=["static", "set", "cht"])
+    commands["grouped"] = snakemake_command(folder / "grouped", "-n", "--configfile", str(grouped))
     for name, (changes, _) in BAD_CONFIGS.items():
         workdir = folder / name.replace(" ", "_")
         workdir.mkdir()
@@ -116,6 +120,15 @@ def test_no_anp_figure_when_no_run_updates_its_topology(quick_checks) -> None:
     assert result.returncode == 0, result.stdout[-3000:]
     counts = job_counts(result.stdout)
     assert "anp_figure" not in counts and counts["degree_figures"] == 1
+
+
+def test_grouped_runs_train_in_one_job_per_part_of_a_setting(quick_checks) -> None:
+    """3 methods × 2 seeds in parts of at most 3: two group jobs, and every run analysed as before."""
+    result = quick_checks["grouped"]
+    assert result.returncode == 0, result.stdout[-3000:]
+    counts = job_counts(result.stdout)
+    assert "train" not in counts and counts["train_group"] == 1 and counts["train_group_2"] == 1
+    assert counts["analyze_topology"] == 6 and counts["aggregate"] == 1
 
 
 def test_default_config_trains_every_registered_method() -> None:

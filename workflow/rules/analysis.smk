@@ -1,7 +1,7 @@
 rule analyze_topology:
     """Network science of one run's final sparse layers: ANP, power-law exponent, modularity, paths."""
     input:
-        masks=rules.train.output.masks,
+        masks=RUN_MASKS,
     output:
         topology=f"{RESULTS}/runs/{RUN}/topology.json",
     log:
@@ -24,7 +24,7 @@ rule analyze_topology:
 rule aggregate:
     """Mean ± std over seeds of every method in every setting, as CSV, Markdown and LaTeX."""
     input:
-        metrics=runs(f"{RESULTS}/runs/{RUN}/metrics.json"),
+        metrics=runs(RUN_METRICS),
         topology=runs(f"{RESULTS}/runs/{RUN}/topology.json"),
     output:
         runs=f"{RESULTS}/tables/runs.csv",

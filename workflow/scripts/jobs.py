@@ -24,13 +24,18 @@ os.environ["NUMBA_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
 from cht.tracking import Tracker, job_tags  # noqa: E402 (needs the path above)
 
 
-def job_tracker(snakemake: Any) -> Tracker:
-    """The job's child run (under the pipeline's parent run), tagged with its rule and wildcards."""
+def job_tracker(snakemake: Any, rule: str | None = None, wildcards: dict[str, Any] | None = None) -> Tracker:
+    """The job's child run (under the pipeline's parent run), tagged with its rule and wildcards.
+
+    A grouped training job opens one such run per member, named and tagged as the member's own ``train``
+    job would be (``rule`` and ``wildcards`` given), so the mlflow UI shows every run alike.
+    """
     job = snakemake.params.job
-    wildcards = dict(snakemake.wildcards.items())
-    name = f"{snakemake.rule}({', '.join(f'{key}={value}' for key, value in wildcards.items())})"
+    rule = rule or snakemake.rule
+    wildcards = wildcards if wildcards is not None else dict(snakemake.wildcards.items())
+    name = f"{rule}({', '.join(f'{key}={value}' for key, value in wildcards.items())})"
     return Tracker(job["experiment"], run_name=name, enabled=job["tracking"], results_dir=Path(job["results_dir"]),
-                   tags=job_tags(snakemake.rule, wildcards, job["config_hash"]))
+                   tags=job_tags(rule, wildcards, job["config_hash"]))
 
 
 @contextmanager
