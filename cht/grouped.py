@@ -43,7 +43,7 @@ from cht.data import DATASETS
 from cht.dst import Evolution
 from cht.models import build_model
 from cht.sparse import links as L
-from cht.sparse.layer import SparseLinear
+from cht.sparse.layer import LinkGeometry, SparseLinear
 from cht.tracking import Tracker
 from cht.train import (History, check_finite, configured_method, evaluate, finish_run, build_run, layer_links,
                        load_run_data, log_epoch, lr_factor, open_run, record_update, resolve_device,
@@ -99,7 +99,7 @@ class GroupedLinear(nn.Module):
         return GroupMember(self, index, links)
 
 
-class GroupMember:
+class GroupMember(LinkGeometry):
     """Member ``index`` of a :class:`GroupedLinear`, with the link interface of :class:`SparseLinear`.
 
     The evolution engine, removal and regrowth rules and analysis code use it as they use a sparse layer:
@@ -116,27 +116,11 @@ class GroupMember:
         self.out_features = group.out_features
         self.links = links.to(device=group.weight.device, dtype=torch.int64)
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.out_features, self.in_features
-
-    @property
-    def n_links(self) -> int:
-        return int(self.links.numel())
-
-    @property
-    def density(self) -> float:
-        return self.n_links / (self.in_features * self.out_features)
-
     def link_values(self) -> torch.Tensor:
         return self.group.weight.detach()[self.index].reshape(-1)[self.links]
 
     def dense_weight(self) -> torch.Tensor:
         return self.group.weight.detach()[self.index]
-
-    @property
-    def adjacency(self) -> torch.Tensor:
-        return L.to_mask(self.links, self.shape).t()
 
     @torch.no_grad()
     def set_links(self, links: torch.Tensor, values: torch.Tensor | None = None,
@@ -398,6 +382,9 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
     steps_per_epoch = math.ceil(n_train / shared.batch_size)
     total_steps = steps_per_epoch * shared.epochs
     losses_of: Callable = group_losses if compile_mode == "off" else torch.compile(group_losses, mode=compile_mode)
+    # A member's epoch_seconds are the group's: the wall time of an epoch of all members together.
+    group_record = {"size": len(members), "members": [f"{c.method}/seed{c.seed}" for c in configs],
+                    "compile": compile_mode}
     group_tags = {"cht.group_size": len(members),
                   "cht.group": ",".join(f"{c.method}/seed{c.seed}" for c in configs)}
 
@@ -411,8 +398,7 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
                 member.tracker.set_tags(group_tags)
         for epoch in range(start_epoch, shared.epochs):
             started = time.perf_counter()
-            lrs = [c.lr * lr_factor(epoch, c) for c in configs]
-            optimizer.set_lr(lrs)
+            optimizer.set_lr([c.lr * lr_factor(epoch, c) for c in configs])
             model.train()
             orders = torch.stack([torch.randperm(n_train, generator=m.shuffle) for m in members]).to(device)
             total_loss = torch.zeros(len(members), device=device)
@@ -451,15 +437,16 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
                     record_update(member.evolution, member.history, member.tracker, pending[k], total_steps,
                                   epoch + 1)
             seconds = time.perf_counter() - started
-            for member, lr in zip(members, lrs):
+            for member in members:  # the lr logged is the next epoch's, as after a single run's scheduler step
                 member.history.epoch_seconds.append(seconds)
-                log_epoch(member.tracker, member.config, member.history, epoch, lr)
+                log_epoch(member.tracker, member.config, member.history, epoch,
+                          member.config.lr * lr_factor(epoch + 1, member.config))
             _save(checkpoint, epoch, configs, model, optimizer, members)
 
         results = []
         for member in members:
             metrics = finish_run(member.config, member.out_dir, member.tracker, member.history, member.evolution,
-                                 member.initial_links, device, data.checksum, "masked")
+                                 member.initial_links, device, data.checksum, "masked", {"group": group_record})
             results.append(metrics)
     return results
 

@@ -227,9 +227,12 @@ def log_epoch(tracker: Tracker, config: TrainConfig, history: History, epoch: in
 
 
 def finish_run(config: TrainConfig, out_dir: Path, tracker: Tracker, history: History, evolution: Evolution,
-               initial_links: list[int], device: torch.device, checksum: str, backend: str) -> dict[str, Any]:
-    """Write ``masks.pt`` and ``metrics.json`` (last: its presence marks a finished run) and report them."""
-    metrics = summarise(config, history, evolution, initial_links, device, checksum, backend)
+               initial_links: list[int], device: torch.device, checksum: str, backend: str,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``masks.pt`` and ``metrics.json`` (last: its presence marks a finished run) and report them.
+
+    ``extra`` adds entries to ``metrics.json`` (a grouped run records its group there)."""
+    metrics = {**summarise(config, history, evolution, initial_links, device, checksum, backend), **(extra or {})}
     write_atomic(out_dir / MASKS, lambda path: torch.save(layer_links(evolution.layers), path))
     write_atomic(out_dir / METRICS, lambda path: path.write_text(json.dumps(metrics, indent=2)))
     tracker.log_metrics({"final_test_accuracy": metrics["final_test_accuracy"],

@@ -47,6 +47,7 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     return int(L.contains(a, b).sum()) / max(a.numel(), b.numel(), 1)
 
 
+@pytest.mark.slow
 def test_group_of_mixed_methods_equals_runs_trained_alone(fashion_root, tmp_path, recorded_updates) -> None:
     configs = [group_config(fashion_root, method, seed=index) for index, method in enumerate(METHODS)]
     alone = {c.method: train(c, tmp_path / "alone" / c.method) for c in configs}
@@ -79,6 +80,7 @@ def test_group_of_mixed_methods_equals_runs_trained_alone(fashion_root, tmp_path
         assert metrics["final_test_accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_killed_group_resumes_to_the_uninterrupted_result(fashion_root, tmp_path, monkeypatch) -> None:
     configs = [group_config(fashion_root, method, epochs=3, max_train_samples=600, max_test_samples=300)
                for method in ("set", "static")]

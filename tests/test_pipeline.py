@@ -166,8 +166,9 @@ def mlflow_runs(results: Path, experiment: str) -> list:
     return client.search_runs([experiment_id], max_results=1000)
 
 
-def check_tiny_pipeline_outputs(workdir: Path, config: dict) -> None:
-    """Tables, figures, logs, benchmarks and one mlflow child run per job under one parent run."""
+def check_tiny_pipeline_outputs(workdir: Path, config: dict, train_rule: str = "train") -> None:
+    """Tables, figures, logs, benchmarks and one mlflow child run per job (per run for a grouped training
+    job) under one parent run."""
     results = workdir / "results"
     runs = pd.read_csv(results / "tables" / "runs.csv")
     assert sorted(runs["method"]) == sorted(config["methods"])
@@ -180,7 +181,7 @@ def check_tiny_pipeline_outputs(workdir: Path, config: dict) -> None:
         assert (panel / f"{name}.png").stat().st_size > 0 and (panel / f"{name}.pdf").exists()
     assert (results / "figures" / "mlp-dim1" / "density0.01" / "learning_curves.png").exists()
     logs = workdir / "logs" / config["experiment"]
-    assert list((logs / "train").rglob("*.log")) and list((results / "benchmarks").rglob("*.tsv"))
+    assert list((logs / train_rule).rglob("*.log")) and list((results / "benchmarks").rglob("*.tsv"))
 
     tracked = mlflow_runs(results, config["experiment"])
     parents = [run for run in tracked if run.data.tags.get("cht.pipeline") == "true"]
@@ -214,6 +215,21 @@ def test_tiny_pipeline_end_to_end_with_tracking_and_report(tmp_path) -> None:
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text()
     assert "Active-neuron proportion" in html and "Performance per setting" in html
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_tiny_pipeline_with_grouped_runs_gives_every_run_its_outputs(tmp_path) -> None:
+    """One train_group job trains both runs; each gets its files, its mlflow child run and its table row."""
+    config_path = write_config(tmp_path / "grouped.yaml", group_runs=True)
+    config = yaml.safe_load(config_path.read_text())
+    result = snakemake(tmp_path, "--configfile", str(config_path), "--cores", "2")
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert "train_group" in result.stderr and "rule train:" not in result.stderr
+    check_tiny_pipeline_outputs(tmp_path, config, train_rule="train_group")
+    for method in config["methods"]:
+        run = next((tmp_path / "results" / "runs").rglob(f"{method}/seed0"))
+        assert {"initial_masks.pt", "masks.pt", "metrics.json"} <= {path.name for path in run.iterdir()}
 
 
 @pytest.mark.slow
