@@ -6,10 +6,15 @@ training loops (evaluation and topology updates included); the aggregate trainin
 run's training samples over the summed epoch wall times (set-up, data loading and model building excluded).
 ``--compile`` adds grouped variants with ``torch.compile`` (``reduce-overhead`` = CUDA graphs) to compare.
 ``--paper-budget`` trains on the full training set and extrapolates the row's cost at the paper's 100 epochs
-from the measured epochs: first epoch (warm-up, compilation) + 99 × the mean of the later ones.
+from the measured epochs: first epoch (warm-up, compilation) + 99 × the mean of the steady ones (after the first
+and, with 3 or more epochs, before the last, which has no topology update).
 
-    python bench/grid_throughput.py [--device auto] [--runs 30] [--max-train-samples 6400] [--epochs 2]
+    python bench/grid_throughput.py [--device auto] [--runs 30] [--max-train-samples 15000] [--epochs 3]
         [--compile off reduce-overhead] [--paper-budget] [--out bench/results]
+
+The training subset should be large enough that steps, not the members' topology updates (which a group
+runs one after another, as the sequential runs do), dominate an epoch: 15000 samples = 469 steps per epoch.
+On a small CPU: ``--device cpu --runs 4 --max-train-samples 640 --epochs 3``.
 
 Writes ``grid_throughput_<device>[_paper].json`` and ``.md`` and prints the table; exits non-zero on error.
 """
@@ -22,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -51,11 +57,13 @@ def grid_configs(args: argparse.Namespace, device: torch.device) -> list[TrainCo
 def summarise_times(epoch_seconds: list[list[float]], samples: int, paper_budget: bool) -> dict[str, float]:
     """Throughput over all epochs and over the steady ones (after the first); with ``paper_budget`` the cost
     of 100 epochs (meaningful on the full training set only)."""
-    total = sum(sum(run) for run in epoch_seconds)
-    first = sum(run[0] for run in epoch_seconds)
-    later = [sum(run[epoch] for run in epoch_seconds) for epoch in range(1, len(epoch_seconds[0]))]
-    steady = statistics.mean(later) if later else first
     epochs = len(epoch_seconds[0])
+    per_epoch = [sum(run[epoch] for run in epoch_seconds) for epoch in range(epochs)]
+    total, first = sum(per_epoch), per_epoch[0]
+    # Steady epochs: after the first (warm-up, compilation) and, with 3 or more, before the last, which has no
+    # topology update after it (a 100-epoch run updates after 99 of its epochs).
+    later = per_epoch[1:-1] if epochs >= 3 else per_epoch[1:]
+    steady = statistics.mean(later) if later else first
     times = {"seconds": total, "samples_per_s": samples * epochs / total, "steady_samples_per_s": samples / steady}
     if paper_budget:
         times["paper_budget_hours"] = (first + (PAPER_EPOCHS - 1) * steady) / 3600
@@ -72,8 +80,8 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=1)
     parser.add_argument("--density", type=float, default=0.01)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-train-samples", type=int, default=6400)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--max-train-samples", type=int, default=15000)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--compile", nargs="+", default=["off"], choices=COMPILE_MODES,
                         help="grouped variants to time (off = eager)")
     parser.add_argument("--skip-sequential", action="store_true", help="time only the grouped variants")
@@ -91,7 +99,7 @@ def main() -> int:
     device = pick_device(args.device)
     prepare_dataset(args.dataset, args.data_root, sources=args.data_source)
     configs = grid_configs(args, device)
-    rows = []
+    rows, failed = [], False
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         sequential = None
@@ -106,8 +114,14 @@ def main() -> int:
         for mode in args.compile:
             folder = scratch / f"group_{mode}"
             started = time.perf_counter()
-            results = train_group(configs, [folder / f"{c.method}_{c.seed}" for c in configs], folder / "group.pt",
-                                  compile_mode=mode)
+            try:
+                results = train_group(configs, [folder / f"{c.method}_{c.seed}" for c in configs],
+                                      folder / "group.pt", compile_mode=mode)
+            except Exception as error:  # one failing variant (e.g. a compiler missing) must not hide the others
+                traceback.print_exc()
+                rows.append({"mode": f"grouped ({mode})", "runs": len(configs), "error": repr(error)[:300]})
+                failed = True
+                continue
             wall = time.perf_counter() - started
             samples = len(configs) * _train_samples(results[0])
             grouped = summarise_times([results[0]["epoch_seconds"]], samples, args.paper_budget)
@@ -120,6 +134,8 @@ def main() -> int:
 
     columns = ["mode", "runs", "samples_per_s", "steady_samples_per_s", "speedup", "steady_speedup",
                "paper_budget_hours", "seconds", "wall_s", "final_accuracy_mean"]
+    if failed:
+        columns.append("error")
     table = markdown_table(rows, columns)
     heading = (f"{device_name(device)}: {len(configs)} runs of {args.dataset} MLP dim {args.dim}, density "
                f"{args.density}, batch {args.batch_size}, {args.epochs} epochs on "
@@ -128,7 +144,7 @@ def main() -> int:
         key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}, "rows": rows}
     name = f"grid_throughput_{device.type}{'_paper' if args.paper_budget else ''}"
     write_results(args.out, name, payload, f"{heading}\n\n{table}")
-    return 0
+    return 1 if failed else 0
 
 
 def _train_samples(metrics: dict) -> int:
