@@ -197,13 +197,6 @@ class GroupedSGD:
                 buffer.mul_(self.momentum.view(shape)).add_(grad)
             p.sub_(self.lr.view(shape) * buffer)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"lr": self.lr.cpu(), "buffers": [None if b is None else b.cpu() for b in self.buffers]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.lr.copy_(state["lr"])
-        self.buffers = [None if b is None else b.to(p.device) for b, p in zip(state["buffers"], self.params)]
-
 
 class GroupedMLP(nn.Module):
     """The paper MLP (:class:`cht.models.mlp.SparseMLP`) of ``K`` members stacked; inputs already flat."""
@@ -451,11 +444,33 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
     return results
 
 
+def _parameter_masks(model: GroupedMLP, optimizer: GroupedSGD) -> list[torch.Tensor | None]:
+    """Per optimiser parameter, the mask off which it and its momentum are zero (``None``: dense)."""
+    masks = {id(layer.weight): layer.mask for layer in model.hidden}
+    return [masks.get(id(p)) for p in optimizer.params]
+
+
+def _pack(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The entries on the mask only: a checkpoint of sparse members costs their links, not their positions."""
+    return (tensor[mask] if mask is not None else tensor).detach().cpu()
+
+
+def _unpack(values: torch.Tensor, mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    if mask is None:
+        return values.to(like.device)
+    full = torch.zeros_like(like)
+    full[mask] = values.to(like.device)
+    return full
+
+
 def _save(path: Path, epoch: int, configs: Sequence[TrainConfig], model: GroupedMLP, optimizer: GroupedSGD,
           members: Sequence[Member]) -> None:
+    masks = _parameter_masks(model, optimizer)
     state = {
-        "identities": [config.identity() for config in configs], "epoch": epoch, "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+        "identities": [config.identity() for config in configs], "epoch": epoch,
+        "parameters": [_pack(p, mask) for p, mask in zip(optimizer.params, masks)],
+        "momentum": [None if b is None else _pack(b, mask) for b, mask in zip(optimizer.buffers, masks)],
+        "torch_rng": torch.get_rng_state(),
         "members": [{
             "links": [layer.links.cpu() for layer in member.evolution.layers],
             "evolution": member.evolution.state_dict(), "shuffle_generator": member.shuffle.get_state(),
@@ -466,22 +481,30 @@ def _save(path: Path, epoch: int, configs: Sequence[TrainConfig], model: Grouped
     write_atomic(path, lambda temporary: torch.save(state, temporary))
 
 
+@torch.no_grad()
 def _resume(path: Path, configs: Sequence[TrainConfig], model: GroupedMLP, optimizer: GroupedSGD,
             members: Sequence[Member], device: torch.device) -> int:
-    """Load the group checkpoint into the freshly built group; the epoch to continue from."""
+    """Load the group checkpoint into the freshly built group; the epoch to continue from.
+
+    Links first: they give the masks, which place the saved weights and momentum (dense members keep
+    their all-ones masks)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state["identities"] != [config.identity() for config in configs]:
         raise RuntimeError(f"{path} was written by a different group of runs; delete it or choose another "
                            f"checkpoint path")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    for member, saved in zip(members, state["members"]):
-        for layer, links in zip(member.evolution.layers, saved["links"]):
+    for index, (member, saved) in enumerate(zip(members, state["members"])):
+        for grouped, layer, links in zip(model.hidden, member.evolution.layers, saved["links"]):
             layer.links = links.to(device)
+            grouped.mask[index] = L.to_mask(layer.links, layer.shape)
         member.evolution.load_state_dict(saved["evolution"])
         member.shuffle.set_state(saved["shuffle_generator"])
         member.history = History(**saved["history"])
         member.initial_links, member.initial_masks = saved["initial_links"], saved["initial_masks"]
         member.tracker.resume_run_id = saved["mlflow_run_id"]
+    masks = _parameter_masks(model, optimizer)
+    for p, mask, values in zip(optimizer.params, masks, state["parameters"]):
+        p.copy_(_unpack(values, mask, p))
+    optimizer.buffers = [None if values is None else _unpack(values, mask, p)
+                         for p, mask, values in zip(optimizer.params, masks, state["momentum"])]
+    torch.set_rng_state(state["torch_rng"])
     return state["epoch"] + 1
