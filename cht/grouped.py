@@ -45,7 +45,7 @@ from cht.models import build_model
 from cht.sparse import links as L
 from cht.sparse.layer import LinkGeometry, SparseLinear
 from cht.tracking import Tracker
-from cht.train import (History, check_finite, configured_method, evaluate, finish_run, build_run, layer_links,
+from cht.train import (History, build_run, check_finite, configured_method, evaluate, finish_run,
                        load_run_data, log_epoch, lr_factor, open_run, record_update, resolve_device,
                        seed_everything, write_atomic)
 
