@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from cht.config import TrainConfig
 from cht.data import DATASETS, dataset_checksum, load_tensors, prepare_dataset
-from cht.dst import Evolution, resolve_method
+from cht.dst import Evolution, Method, resolve_method
 from cht.init import init_bias, init_topology, init_weights
 from cht.init.topology import InitContext
 from cht.io import load_checkpoint, save_checkpoint, save_tensors_atomic, write_text_atomic
@@ -85,14 +85,16 @@ class History:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int = 1000) -> float:
-    """Top-1 accuracy."""
+def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+             batch_size: int = 1000) -> float | list[float]:
+    """Top-1 accuracy; one per member for a model of stacked runs (logits ``(runs, batch, classes)``)."""
     model.eval()
     correct = 0
     for start in range(0, len(inputs), batch_size):
         logits = model(inputs[start:start + batch_size])
-        correct += int((logits.argmax(1) == targets[start:start + batch_size]).sum())
-    return correct / len(inputs)
+        correct = correct + (logits.argmax(-1) == targets[start:start + batch_size]).sum(-1)
+    accuracy = correct.double() / len(inputs)
+    return float(accuracy) if accuracy.dim() == 0 else accuracy.tolist()
 
 
 def final_link_counts(model: nn.Module, config: TrainConfig) -> list[int]:
@@ -143,6 +145,113 @@ def layer_links(layers: list) -> list[torch.Tensor]:
     return [layer.adjacency.cpu().clone() for layer in layers]
 
 
+@dataclass
+class RunData:
+    """A run's training and test tensors (on the CPU) and the dataset's checksum."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    checksum: str
+
+
+def load_run_data(config: TrainConfig) -> RunData:
+    """Prepare the configured dataset and load the (possibly truncated) splits."""
+    root = Path(config.data_root)
+    prepare_dataset(config.dataset, root, sources=config.data_sources)
+    x_train, y_train = load_tensors(config.dataset, root, train=True, max_samples=config.max_train_samples)
+    x_test, y_test = load_tensors(config.dataset, root, train=False, max_samples=config.max_test_samples)
+    return RunData(x_train, y_train, x_test, y_test, dataset_checksum(config.dataset, root))
+
+
+def configured_method(config: TrainConfig) -> Method:
+    """The run's method with the configuration's evolution-schedule overrides."""
+    return resolve_method(config.method, config.protocol).with_schedule(
+        zeta=config.zeta, zeta_decay=config.zeta_decay, interval=config.update_interval,
+        unit=config.update_unit, end_fraction=config.end_fraction)
+
+
+@dataclass
+class BuiltRun:
+    """A freshly initialised model with its sparse layers and what the run records of its start."""
+
+    model: nn.Module
+    layers: list
+    initial_links: list[int]
+    initial_masks: list[torch.Tensor]
+    final_links: list[int]
+
+
+def build_run(config: TrainConfig, method: Method, x_train: torch.Tensor, backend: str = "masked") -> BuiltRun:
+    """Build the model and its initial topology on the CPU (seed the generators first: the build draws), its
+    sparse layers stored by ``backend``."""
+    spec = DATASETS[config.dataset]
+    model = build_model(config.model, spec.input_shape, spec.num_classes, dim=config.dim, sparse=method.sparse,
+                        backend="masked" if backend == "dense" else backend)
+    build_sparse_topology(model, config, x_train)
+    layers = sparse_layers(model)
+    return BuiltRun(model, layers, [layer.n_links for layer in layers], layer_links(layers),
+                    final_link_counts(model, config))
+
+
+def run_params(config: TrainConfig, method: Method, device: torch.device, backend: str) -> dict[str, Any]:
+    """What the run actually uses (mlflow params and the ``config`` block of ``metrics.json``)."""
+    return {**resolved_params(config, method, device), "backend": backend}
+
+
+def open_run(tracker: Tracker, config: TrainConfig, out_dir: Path, params: dict[str, Any], device: torch.device,
+             checksum: str, initial_masks: list[torch.Tensor]) -> None:
+    """What a run records once, when it starts (not when it resumes)."""
+    tracker.log_params(params)
+    tracker.set_tags({"cht.device": str(device), "cht.dataset_checksum": checksum,
+                      "cht.method": config.method, "cht.dataset": config.dataset})
+    save_tensors_atomic(out_dir / INITIAL_MASKS, initial_masks)
+
+
+def record_update(evolution: Evolution, history: History, tracker: Tracker, steps_done: int, total_steps: int,
+                  epoch: int) -> None:
+    """Run a due topology update and record it."""
+    record = evolution.update(steps_done / total_steps, epoch=epoch, step=steps_done)
+    evolution.capture_gradients(False)
+    history.evolution.append(record.to_dict())
+    history.anp.append(record.anp)
+    tracker.log_metrics(evolution_metrics(record.to_dict()), step=steps_done)
+
+
+def check_finite(train_loss: float, epoch: int, config: TrainConfig) -> None:
+    if not math.isfinite(train_loss):
+        raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1} of "
+                               f"{config.method} on {config.dataset}; lower lr (now {config.lr})")
+
+
+def log_epoch(tracker: Tracker, config: TrainConfig, history: History, epoch: int, lr: float) -> None:
+    """Report a finished epoch (its numbers are the last entries of ``history``)."""
+    accuracy, train_loss = history.test_accuracy[-1], history.train_loss[-1]
+    tracker.log_metrics({"epoch/test_accuracy": accuracy, "epoch/train_loss": train_loss, "epoch/lr": lr,
+                         "epoch/seconds": history.epoch_seconds[-1]}, step=epoch + 1)
+    if config.progress:
+        tqdm.write(f"{config.method} epoch {epoch + 1}/{config.epochs}: loss {train_loss:.4f}, "
+                   f"test accuracy {accuracy:.4f}")
+
+
+def finish_run(config: TrainConfig, out_dir: Path, tracker: Tracker, history: History, evolution: Evolution,
+               initial_links: list[int], device: torch.device, checksum: str, params: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``masks.pt`` and ``metrics.json`` (last: its presence marks a finished run) and report them.
+
+    ``extra`` adds entries to ``metrics.json`` (a grouped run records its group there)."""
+    metrics = {**summarise(config, history, evolution, initial_links, device, checksum, params), **(extra or {})}
+    save_tensors_atomic(out_dir / MASKS, layer_links(evolution.layers))
+    write_text_atomic(out_dir / METRICS, json.dumps(metrics, indent=2))
+    tracker.log_metrics({"final_test_accuracy": metrics["final_test_accuracy"],
+                         "best_test_accuracy": metrics["best_test_accuracy"], "aae": metrics["aae"],
+                         "final_anp": metrics["final_anp"] if evolution.layers else None}, step=config.epochs)
+    tracker.log_artifact(out_dir / METRICS)
+    tracker.log_artifact(out_dir / MASKS)
+    return metrics
+
+
 def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
     """Train one model as ``config`` says, writing checkpoints, ``metrics.json`` and masks to ``out_dir``.
 
@@ -157,24 +266,14 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     tracker = tracker or Tracker(config.experiment, enabled=False)
     tracker.run_name = tracker.run_name or training_run_name(config)
 
-    spec = DATASETS[config.dataset]
-    root = Path(config.data_root)
-    prepare_dataset(config.dataset, root, sources=config.data_sources)
-    x_train, y_train = load_tensors(config.dataset, root, train=True, max_samples=config.max_train_samples)
-    x_test, y_test = load_tensors(config.dataset, root, train=False, max_samples=config.max_test_samples)
-
-    method = resolve_method(config.method, config.protocol).with_schedule(
-        zeta=config.zeta, zeta_decay=config.zeta_decay, interval=config.update_interval,
-        unit=config.update_unit, end_fraction=config.end_fraction)
+    data = load_run_data(config)
+    method = configured_method(config)
     backend = resolve_backend(config, device, method.sparse)
-    model = build_model(config.model, spec.input_shape, spec.num_classes, dim=config.dim, sparse=method.sparse,
-                        backend="masked" if backend == "dense" else backend)
-    build_sparse_topology(model, config, x_train)
-    layers = sparse_layers(model)
-    initial_links = [layer.n_links for layer in layers]
-    initial_masks = layer_links(layers)
+    built = build_run(config, method, data.x_train, backend)
+    model, layers = built.model, built.layers
+    initial_links, initial_masks = built.initial_links, built.initial_masks
     model.to(device)
-    x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
+    x_train, y_train, x_test, y_test = (t.to(device) for t in (data.x_train, data.y_train, data.x_test, data.y_test))
 
     checkpoint_path = out_dir / CHECKPOINT
     state = load_checkpoint(checkpoint_path, config.identity()) if checkpoint_path.exists() else None
@@ -185,7 +284,7 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, config))
     evolution = Evolution(method, layers, optimizer,
                           torch.Generator(device=device).manual_seed(config.seed + 1),
-                          final_links=final_link_counts(model, config))
+                          final_links=built.final_links)
     shuffle_generator = torch.Generator().manual_seed(config.seed + 2)
     history = History(anp=[evolution.activity().anp] if layers else [])
     start_epoch = 0
@@ -205,22 +304,11 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     loss_function = nn.CrossEntropyLoss()
-    checksum = dataset_checksum(config.dataset, root)
 
-    def evolve(steps_done: int, epoch: int) -> None:
-        record = evolution.update(steps_done / total_steps, epoch=epoch, step=steps_done)
-        evolution.capture_gradients(False)
-        history.evolution.append(record.to_dict())
-        history.anp.append(record.anp)
-        tracker.log_metrics(evolution_metrics(record.to_dict()), step=steps_done)
-
-    params = {**resolved_params(config, method, device), "backend": backend}
+    params = run_params(config, method, device, backend)
     with tracker.run():
         if start_epoch == 0:
-            tracker.log_params(params)
-            tracker.set_tags({"cht.device": str(device), "cht.dataset_checksum": checksum,
-                              "cht.method": config.method, "cht.dataset": config.dataset})
-            save_tensors_atomic(out_dir / INITIAL_MASKS, initial_masks)
+            open_run(tracker, config, out_dir, params, device, data.checksum, initial_masks)
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             model.train()
@@ -242,26 +330,18 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
                 after_optimizer_step(layers)
                 total_loss += loss.detach() * len(index)
                 if update_due and not epoch_end:
-                    evolve(steps_done, epoch + 1)
+                    record_update(evolution, history, tracker, steps_done, total_steps, epoch + 1)
                 elif update_due:
                     pending_update = steps_done  # after this epoch's evaluation
             scheduler.step()
             train_loss = float(total_loss) / n_train
-            if not math.isfinite(train_loss):
-                raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1} of "
-                                       f"{config.method} on {config.dataset}; lower lr (now {config.lr})")
-            accuracy = evaluate(model, x_test, y_test)
-            history.test_accuracy.append(accuracy)
+            check_finite(train_loss, epoch, config)
+            history.test_accuracy.append(evaluate(model, x_test, y_test))
             history.train_loss.append(train_loss)
             if pending_update:
-                evolve(pending_update, epoch + 1)
+                record_update(evolution, history, tracker, pending_update, total_steps, epoch + 1)
             history.epoch_seconds.append(time.perf_counter() - started)
-            tracker.log_metrics({"epoch/test_accuracy": accuracy, "epoch/train_loss": train_loss,
-                                 "epoch/lr": optimizer.param_groups[0]["lr"],
-                                 "epoch/seconds": history.epoch_seconds[-1]}, step=epoch + 1)
-            if config.progress:
-                tqdm.write(f"{config.method} epoch {epoch + 1}/{config.epochs}: loss {train_loss:.4f}, "
-                           f"test accuracy {accuracy:.4f}")
+            log_epoch(tracker, config, history, epoch, optimizer.param_groups[0]["lr"])
             state = {
                 "identity": config.identity(), "epoch": epoch, "backend": backend, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -271,19 +351,12 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
             }
             save_checkpoint(checkpoint_path, state)
 
-        metrics = {**summarise(config, history, evolution, initial_links, device, checksum, backend), "config": params}
-        save_tensors_atomic(out_dir / MASKS, layer_links(layers))
-        write_text_atomic(out_dir / METRICS, json.dumps(metrics, indent=2))
-        tracker.log_metrics({"final_test_accuracy": metrics["final_test_accuracy"],
-                             "best_test_accuracy": metrics["best_test_accuracy"], "aae": metrics["aae"],
-                             "final_anp": metrics["final_anp"] if layers else None}, step=config.epochs)
-        tracker.log_artifact(out_dir / METRICS)
-        tracker.log_artifact(out_dir / MASKS)
-    return metrics
+        return finish_run(config, out_dir, tracker, history, evolution, initial_links, device, data.checksum,
+                          params)
 
 
 def summarise(config: TrainConfig, history: History, evolution: Evolution, initial_links: list[int],
-              device: torch.device, checksum: str, backend: str) -> dict[str, Any]:
+              device: torch.device, checksum: str, params: dict[str, Any]) -> dict[str, Any]:
     """The content of ``metrics.json``.
 
     ``aae`` (area across epochs) is the mean of the per-epoch test accuracies: a learning-speed measure.
@@ -295,8 +368,7 @@ def summarise(config: TrainConfig, history: History, evolution: Evolution, initi
     activity = evolution.activity() if layers else None
     return {
         "method": config.method, "protocol": config.protocol, "dataset": config.dataset, "model": config.model,
-        "dim": config.dim,
-        "density": config.density, "seed": config.seed, "epochs": config.epochs,
+        "dim": config.dim, "density": config.density, "seed": config.seed, "epochs": config.epochs,
         "test_accuracy": history.test_accuracy, "train_loss": history.train_loss,
         "final_test_accuracy": history.test_accuracy[-1],
         "best_test_accuracy": max(history.test_accuracy),
@@ -311,7 +383,7 @@ def summarise(config: TrainConfig, history: History, evolution: Evolution, initi
         "epoch_seconds": history.epoch_seconds,
         "train_time_s": sum(history.epoch_seconds),
         "device": str(device),
-        "backend": backend,
+        "backend": params["backend"],
         "dataset_checksum": checksum,
-        "config": config.to_dict(),
+        "config": params,
     }

@@ -64,6 +64,7 @@ BAD_CONFIGS = {
     "training value out of range": ({"train": {"momentum": 2}}, ["momentum", "maximum of 1"]),
     "seed beyond numpy's range": ({"seeds": [2**32]}, ["seeds", "4294967296"]),
     "unknown protocol": ({"protocols": ["faithful"]}, ["protocols", "'faithful' is not one of"]),
+    "bad grouping": ({"group_runs": "sometimes"}, ["group_runs", "'sometimes' is not one of"]),
 }
 
 
@@ -77,6 +78,9 @@ def quick_checks(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
         commands[name] = snakemake_command(folder / name, "-n", "--configfile", str(ROOT / "config" / f"{name}.yaml"))
     single_epoch = write_config(folder / "single_epoch.yaml", train={"epochs": 1, "max_train_samples": 256})
     commands["single epoch"] = snakemake_command(folder / "single_epoch", "-n", "--configfile", str(single_epoch))
+    grouped = write_config(folder / "grouped.yaml", group_runs=True, group_size=3, seeds=[0, 1],
+                           methods=["static", "set", "cht"])
+    commands["grouped"] = snakemake_command(folder / "grouped", "-n", "--configfile", str(grouped))
     for name, (changes, _) in BAD_CONFIGS.items():
         workdir = folder / name.replace(" ", "_")
         workdir.mkdir()
@@ -125,6 +129,15 @@ def test_no_anp_figure_when_no_run_updates_its_topology(quick_checks) -> None:
     assert "anp_figure" not in counts and "anp_epochs_figure" not in counts and counts["degree_figures"] == 1
 
 
+def test_grouped_runs_train_in_one_job_per_part_of_a_setting(quick_checks) -> None:
+    """3 methods × 2 seeds in parts of at most 3: two group jobs, and every run analysed as before."""
+    result = quick_checks["grouped"]
+    assert result.returncode == 0, result.stdout[-3000:]
+    counts = job_counts(result.stdout)
+    assert "train" not in counts and counts["train_group"] == 1 and counts["train_group_2"] == 1
+    assert counts["analyze_topology"] == 1 and counts["aggregate"] == 1  # one analysis job per setting
+
+
 def test_default_config_trains_every_registered_method() -> None:
     assert "methods" not in yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
@@ -160,8 +173,9 @@ def mlflow_runs(results: Path, experiment: str) -> list:
     return client.search_runs([experiment_id], max_results=1000)
 
 
-def check_tiny_pipeline_outputs(workdir: Path, config: dict) -> None:
-    """Tables, figures, logs, benchmarks and one mlflow child run per job under one parent run."""
+def check_tiny_pipeline_outputs(workdir: Path, config: dict, train_rule: str = "train") -> None:
+    """Tables, figures, logs, benchmarks and one mlflow child run per job (per run for a grouped training
+    job) under one parent run."""
     results = workdir / "results"
     runs = pd.read_csv(results / "tables" / "runs.csv")
     assert sorted(runs["method"]) == sorted(config["methods"])
@@ -182,7 +196,7 @@ def check_tiny_pipeline_outputs(workdir: Path, config: dict) -> None:
     assert set(claims["verdict"]) == {"inconclusive"}  # one seed
     assert (results / "tables" / "claims.md").read_text().startswith(f"Claims tested: {len(claims)} (")
     logs = workdir / "logs" / config["experiment"]
-    assert list((logs / "train").rglob("*.log")) and list((results / "benchmarks").rglob("*.tsv"))
+    assert list((logs / train_rule).rglob("*.log")) and list((results / "benchmarks").rglob("*.tsv"))
 
     tracked = mlflow_runs(results, config["experiment"])
     parents = [run for run in tracked if run.data.tags.get("cht.pipeline") == "true"]
@@ -218,6 +232,21 @@ def test_tiny_pipeline_end_to_end_with_tracking_and_report(tmp_path) -> None:
     html = (tmp_path / "report.html").read_text()
     assert "Active-neuron proportion" in html and "Performance per setting" in html
     assert "claims tested on this grid" in html and "Coalescent hyperbolic embedding" in html
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_tiny_pipeline_with_grouped_runs_gives_every_run_its_outputs(tmp_path) -> None:
+    """One train_group job trains both runs; each gets its files, its mlflow child run and its table row."""
+    config_path = write_config(tmp_path / "grouped.yaml", group_runs=True)
+    config = yaml.safe_load(config_path.read_text())
+    result = snakemake(tmp_path, "--configfile", str(config_path), "--cores", "2")
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert "train_group" in result.stderr and "rule train:" not in result.stderr
+    check_tiny_pipeline_outputs(tmp_path, config, train_rule="train_group")
+    for method in config["methods"]:
+        run = next((tmp_path / "results" / "runs").rglob(f"{method}/seed0"))
+        assert {"initial_masks.pt", "masks.pt", "metrics.json"} <= {path.name for path in run.iterdir()}
 
 
 @pytest.mark.slow

@@ -39,7 +39,34 @@ BACKENDS = ("masked", "sparse")
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
-class SparseLinear(nn.Module):
+class LinkGeometry:
+    """The parts of the link interface that follow from the links and the sizes alone (shared by
+    :class:`SparseLinear` and the members of a grouped layer, :class:`cht.grouped.GroupMember`)."""
+
+    in_features: int
+    out_features: int
+    links: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(out_features, in_features)``: the layer convention of :attr:`links`."""
+        return self.out_features, self.in_features
+
+    @property
+    def n_links(self) -> int:
+        return int(self.links.numel())
+
+    @property
+    def density(self) -> float:
+        return self.n_links / (self.in_features * self.out_features)
+
+    @property
+    def adjacency(self) -> torch.Tensor:
+        """Bipartite adjacency ``(in, out)``: entry ``[i, j]`` links input ``i`` to output ``j``."""
+        return L.to_mask(self.links, self.shape).t()
+
+
+class SparseLinear(LinkGeometry, nn.Module):
     """``y = x Wᵀ + b`` with ``W`` of shape ``(out, in)`` holding weights only at its links.
 
     A new layer has no links; a topology initialiser gives it its links and values with
@@ -66,19 +93,6 @@ class SparseLinear(nn.Module):
     # ----- the link interface -------------------------------------------------------------------
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """``(out_features, in_features)``: the layer convention of :attr:`links`."""
-        return self.out_features, self.in_features
-
-    @property
-    def n_links(self) -> int:
-        return int(self.links.numel())
-
-    @property
-    def density(self) -> float:
-        return self.n_links / (self.in_features * self.out_features)
-
-    @property
     def parameter(self) -> nn.Parameter:
         """The parameter holding the link weights (dense ``weight`` or ``values``)."""
         return self.weight if self.backend == "masked" else self.values
@@ -94,11 +108,6 @@ class SparseLinear(nn.Module):
         if self.backend == "masked":
             return self.weight.detach()
         return self._scatter(self.values.detach())
-
-    @property
-    def adjacency(self) -> torch.Tensor:
-        """Bipartite adjacency ``(in, out)``: entry ``[i, j]`` links input ``i`` to output ``j``."""
-        return L.to_mask(self.links, self.shape).t()
 
     @torch.no_grad()
     def set_links(self, links: torch.Tensor, values: torch.Tensor | None = None,

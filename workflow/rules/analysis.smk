@@ -3,7 +3,7 @@ rule analyze_topology:
     protocol): ANP, power-law exponent, modularity, paths. One job per setting, so the analysis libraries
     load once for all its runs."""
     input:
-        masks=setting_runs(rules.train.output.masks),
+        masks=setting_runs(RUN_MASKS),
     output:
         topology=setting_runs(f"{RESULTS}/runs/{RUN}/topology.json"),
     log:
@@ -26,7 +26,7 @@ rule analyze_topology:
 rule aggregate:
     """Mean ± std over seeds of every method in every setting, as CSV, Markdown and LaTeX."""
     input:
-        metrics=runs(f"{RESULTS}/runs/{RUN}/metrics.json"),
+        metrics=runs(RUN_METRICS),
         topology=runs(f"{RESULTS}/runs/{RUN}/topology.json"),
     output:
         runs=f"{RESULTS}/tables/runs.csv",

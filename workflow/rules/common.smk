@@ -5,6 +5,7 @@ import math
 import tempfile
 from pathlib import Path
 
+import torch
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -13,6 +14,7 @@ from cht.analysis.figures import CAPTIONS
 from cht.config import RUN_LAYOUT, ConfigError, TrainConfig
 from cht.data import DATASETS
 from cht.dst import CHRegrowth, SoftCHRegrowth, available_methods, get_method, resolve_method
+from cht.grouped import dataset_bytes, max_group_size, model_layer_shapes
 from cht.tracking import config_hash
 
 
@@ -47,6 +49,10 @@ GRID = {"dataset": config["datasets"], "model": config["models"], "dim": config[
 # The protocol is part of every path, also when the grid runs only one: one layout for every config.
 SETTING = "{dataset}/{model}-dim{dim}/density{density}/{protocol}"
 RUN = RUN_LAYOUT
+# A run's outputs, made by rule train or, when runs are grouped, by the train_group rule of its group.
+RUN_MASKS = f"{RESULTS}/runs/{RUN}/masks.pt"
+RUN_INITIAL_MASKS = f"{RESULTS}/runs/{RUN}/initial_masks.pt"
+RUN_METRICS = f"{RESULTS}/runs/{RUN}/metrics.json"
 CONFIG_HASH = config_hash(config)
 
 wildcard_constraints:
@@ -119,6 +125,48 @@ def settings() -> list[dict]:
     return [dict(zip(keys, values)) for values in itertools.product(*(GRID[key] for key in keys))]
 
 
+def grouping_enabled() -> bool:
+    """Whether runs train in groups: ``group_runs`` true, or auto and training on CUDA."""
+    if config["group_runs"] != "auto":
+        return config["group_runs"]
+    devices = {settings.get("device", "auto")
+               for settings in [config["train"], *config["train_per_dataset"].values()]}
+    return any(device.startswith("cuda") for device in devices) or ("auto" in devices and torch.cuda.is_available())
+
+
+def group_parts() -> list[list[tuple[str, int]]]:
+    """The (method, seed) members of each part of a setting's group, at most ``group_size`` per part.
+
+    Without ``group_size``, one part holds every method × seed, unless a GPU visible here cannot hold that
+    many runs of the largest setting (cht.grouped.group_memory_bytes).
+    """
+    members = [(method, seed) for method in config["methods"] for seed in config["seeds"]]
+    size = config["group_size"] or len(members)
+    if not config["group_size"] and torch.cuda.is_available():
+        memory = torch.cuda.get_device_properties(0).total_memory
+        for setting in settings():
+            train = {**config["train"], **config["train_per_dataset"].get(setting["dataset"], {})}
+            shapes = model_layer_shapes(setting["model"], setting["dataset"], int(setting["dim"]))
+            data = dataset_bytes(setting["dataset"], train.get("max_train_samples"), train.get("max_test_samples"))
+            size = min(size, max_group_size(memory, shapes, train.get("batch_size", 32), data))
+    return [members[start:start + size] for start in range(0, len(members), size)]
+
+
+def group_rule_name(part: int) -> str:
+    return "train_group" if part == 0 else f"train_group_{part + 1}"
+
+
+def member_path(pattern: str, method: str, seed: int) -> str:
+    """``pattern`` with a group member's method and seed filled in, the setting's wildcards kept."""
+    return pattern.replace("{method}", method).replace("{seed}", str(seed))
+
+
+def group_settings(members: list[tuple[str, int]]):
+    """Params function: the TrainConfig of every member of a group part."""
+    return lambda wildcards: [train_settings({**dict(wildcards.items()), "method": method, "seed": seed})
+                              for method, seed in members]
+
+
 def job_params() -> dict:
     """What every job needs to open its child mlflow run."""
     return {"experiment": config["experiment"], "tracking": config["tracking"], "results_dir": RESULTS,
@@ -154,9 +202,9 @@ def first_seed_masks(wildcards, methods: list[str] | None = None, initial: bool 
     files = {}
     for method in SPARSE_METHODS if methods is None else methods:
         run = {**wildcards, "method": method, "seed": config["seeds"][0]}
-        files[f"masks_{method}"] = rules.train.output.masks.format(**run)
+        files[f"masks_{method}"] = RUN_MASKS.format(**run)
         if initial:
-            files[f"initial_masks_{method}"] = rules.train.output.initial_masks.format(**run)
+            files[f"initial_masks_{method}"] = RUN_INITIAL_MASKS.format(**run)
     return files
 
 

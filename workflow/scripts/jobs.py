@@ -26,13 +26,18 @@ os.environ["NUMBA_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
 from cht.tracking import Tracker, job_run_name, job_tags  # noqa: E402 (needs the path above)
 
 
-def job_tracker(snakemake: Any) -> Tracker:
-    """The job's child run (under the pipeline's parent run), named and tagged by its rule and wildcards."""
+def job_tracker(snakemake: Any, rule: str | None = None, wildcards: dict[str, Any] | None = None) -> Tracker:
+    """The job's child run (under the pipeline's parent run), named and tagged by its rule and wildcards.
+
+    A grouped training job opens one such run per member, named and tagged as the member's own ``train``
+    job would be (``rule`` and ``wildcards`` given), so the mlflow UI shows every run alike.
+    """
     job = snakemake.params.job
-    wildcards = dict(snakemake.wildcards.items())
-    return Tracker(job["experiment"], run_name=job_run_name(snakemake.rule, wildcards), enabled=job["tracking"],
-                   results_dir=Path(job["results_dir"]), tags=job_tags(snakemake.rule, wildcards, job["config_hash"]),
-                   source=f"Snakefile rule {snakemake.rule}", source_type="JOB")
+    rule = rule or snakemake.rule
+    wildcards = wildcards if wildcards is not None else dict(snakemake.wildcards.items())
+    return Tracker(job["experiment"], run_name=job_run_name(rule, wildcards), enabled=job["tracking"],
+                   results_dir=Path(job["results_dir"]), tags=job_tags(rule, wildcards, job["config_hash"]),
+                   source=f"Snakefile rule {rule}", source_type="JOB")
 
 
 def interrupt_on_sigterm(signum: int, frame: Any) -> None:

@@ -1,0 +1,188 @@
+"""Grouped training: a run trained in a group gives the result it gives alone; the stacked optimiser and
+layer views follow torch.optim.SGD and SparseLinear; a killed group resumes; memory estimate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import cht.grouped
+from cht.config import TrainConfig
+from cht.dst.engine import Evolution
+from cht.grouped import (GroupedLinear, GroupedSGD, check_group, group_memory_bytes, max_group_size, train_group)
+from cht.sparse import SparseLinear
+from cht.sparse import links as L
+from cht.train import train
+
+METHODS = ("set", "rigl", "cht", "fc")
+
+
+def group_config(root, method: str, seed: int = 0, **changes) -> TrainConfig:
+    values = dict(method=method, dataset="fashion_mnist", dim=1, density=0.05, epochs=3, batch_size=32,
+                  lr=0.01, seed=seed, device="cpu", backend="masked", max_train_samples=2000,
+                  max_test_samples=1000, data_root=str(root), tracking=False, progress=False)
+    return TrainConfig(**{**values, **changes})
+
+
+@pytest.fixture
+def recorded_updates(monkeypatch) -> dict[str, list[list[torch.Tensor]]]:
+    """Every Evolution's links after each of its updates, by method name."""
+    updates: dict[str, list[list[torch.Tensor]]] = {}
+    real_update = Evolution.update
+
+    def update(self, *args, **kwargs):
+        record = real_update(self, *args, **kwargs)
+        updates.setdefault(self.method.name, []).append([layer.links.cpu().clone() for layer in self.layers])
+        return record
+
+    monkeypatch.setattr(Evolution, "update", update)
+    return updates
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Share of links two link sets have in common (1 = identical)."""
+    return int(L.contains(a, b).sum()) / max(a.numel(), b.numel(), 1)
+
+
+@pytest.mark.slow
+def test_group_of_mixed_methods_equals_runs_trained_alone(fashion_root, tmp_path, recorded_updates) -> None:
+    configs = [group_config(fashion_root, method, seed=index) for index, method in enumerate(METHODS)]
+    alone = {c.method: train(c, tmp_path / "alone" / c.method) for c in configs}
+    alone_updates = dict(recorded_updates)
+    recorded_updates.clear()
+    grouped = train_group(configs, [tmp_path / "group" / c.method for c in configs], tmp_path / "group.pt")
+
+    for config, metrics in zip(configs, grouped):
+        single = alone[config.method]
+        folder_alone, folder_group = tmp_path / "alone" / config.method, tmp_path / "group" / config.method
+        assert json.loads((folder_group / "metrics.json").read_text()) == metrics
+        # Same initialisation: the initial masks are identical.
+        initial_alone, initial_group = torch.load(folder_alone / "initial_masks.pt"), torch.load(
+            folder_group / "initial_masks.pt")
+        assert len(initial_alone) == len(initial_group) == (0 if config.method == "fc" else 3)
+        assert all(torch.equal(a, b) for a, b in zip(initial_alone, initial_group))
+        # Same topology after every update: ≥ 99 % of links in common (the rankings that decide removal
+        # can swap two near-equal weights once summation order differs).
+        updates_alone, updates_group = alone_updates.get(config.method, []), recorded_updates.get(config.method, [])
+        assert len(updates_alone) == len(updates_group) == (0 if config.method == "fc" else config.epochs - 1)
+        for links_alone, links_group in zip(updates_alone, updates_group):
+            assert all(agreement(a, b) >= 0.99 for a, b in zip(links_alone, links_group))
+        final_alone, final_group = torch.load(folder_alone / "masks.pt"), torch.load(folder_group / "masks.pt")
+        assert all((a == b).float().mean() >= 0.99 for a, b in zip(final_alone, final_group))
+        assert metrics["links_per_layer"] == single["links_per_layer"]
+        # Accuracies on 1000 test images: with the same topology and weights equal to float rounding,
+        # at most a handful of borderline images may flip (0.5 % = 5 images); losses agree closely.
+        assert metrics["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=0.005)
+        assert metrics["train_loss"] == pytest.approx(single["train_loss"], rel=1e-3)
+        assert metrics["final_test_accuracy"] > 0.5
+
+
+@pytest.mark.slow
+def test_killed_group_resumes_to_the_uninterrupted_result(fashion_root, tmp_path, monkeypatch) -> None:
+    configs = [group_config(fashion_root, method, epochs=3, max_train_samples=600, max_test_samples=300)
+               for method in ("set", "static")]
+    uninterrupted = train_group(configs, [tmp_path / "full" / c.method for c in configs], tmp_path / "full.pt")
+
+    real_evaluate = cht.grouped.evaluate
+    calls = []
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    folders = [tmp_path / "resumed" / c.method for c in configs]
+    monkeypatch.setattr(cht.grouped, "evaluate", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_group(configs, folders, tmp_path / "resumed.pt")
+    assert not any((folder / "metrics.json").exists() for folder in folders)
+    monkeypatch.setattr(cht.grouped, "evaluate", real_evaluate)
+    resumed = train_group(configs, folders, tmp_path / "resumed.pt")
+    timing = {"epoch_seconds", "train_time_s", "evolution"}
+    for a, b in zip(uninterrupted, resumed):
+        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+    full, again = torch.load(tmp_path / "full.pt", weights_only=False), torch.load(tmp_path / "resumed.pt",
+                                                                                  weights_only=False)
+    assert all(torch.equal(a, b) for a, b in zip(full["parameters"] + full["momentum"],
+                                                 again["parameters"] + again["momentum"]))
+    with pytest.raises(RuntimeError, match="different group"):
+        train_group(configs[:1], folders[:1], tmp_path / "resumed.pt")
+
+
+def test_grouped_sgd_matches_torch_sgd_per_member() -> None:
+    generator = torch.Generator().manual_seed(0)
+    runs, hyper = 3, [(0.1, 0.9, 1e-4), (0.05, 0.0, 0.0), (0.01, 0.5, 1e-2)]
+    stacked = nn.Parameter(torch.randn(runs, 4, 5, generator=generator))
+    singles = [nn.Parameter(stacked.detach()[k].clone()) for k in range(runs)]
+    grouped = GroupedSGD([stacked], *zip(*hyper))
+    references = [torch.optim.SGD([p], lr=lr, momentum=m, weight_decay=wd) for p, (lr, m, wd) in zip(singles, hyper)]
+    for _ in range(4):
+        gradient = torch.randn(runs, 4, 5, generator=generator)
+        stacked.grad = gradient.clone()
+        grouped.step()
+        for k, (p, optimizer) in enumerate(zip(singles, references)):
+            p.grad = gradient[k].clone()
+            optimizer.step()
+    for k in range(runs):
+        torch.testing.assert_close(stacked.detach()[k], singles[k].detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_member_view_follows_the_link_interface_of_a_sparse_layer() -> None:
+    """set_links, link_values, dense_gradient and optimiser state of a member against a lone SparseLinear."""
+    generator = torch.Generator().manual_seed(1)
+    shape = (3, 4)  # (out, in)
+    layers = [SparseLinear(4, 3) for _ in range(2)]
+    for layer in layers:
+        links = torch.sort(torch.randperm(12, generator=generator)[:6]).values
+        layer.set_links(links, torch.randn(6, generator=generator))
+    group = GroupedLinear(torch.stack([layer.dense_weight() for layer in layers]),
+                          torch.stack([layer.bias.detach() for layer in layers]),
+                          torch.stack([L.to_mask(layer.links, shape) for layer in layers]))
+    members = [group.member(k, layer.links) for k, layer in enumerate(layers)]
+    optimizers = [torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9) for layer in layers]
+    grouped = GroupedSGD(list(group.parameters()), [0.1, 0.1], [0.9, 0.9], [0.0, 0.0])
+    x = torch.randn(2, 5, 4, generator=generator)
+    for member in members:
+        member.capture_gradient(member.index == 1)
+    group(x).square().sum().backward()
+    group.mask_gradient()
+    grouped.step()
+    for k, (layer, optimizer) in enumerate(zip(layers, optimizers)):
+        layer.capture_gradient(k == 1)
+        layer(x[k]).square().sum().backward()
+        optimizer.step()
+        layer.after_step()
+    with pytest.raises(RuntimeError, match="no dense gradient"):
+        members[0].dense_gradient()
+    torch.testing.assert_close(members[1].dense_gradient(), layers[1].dense_gradient())
+    # A new link set: one kept link, one new (an empty row and the empty set are edge cases too).
+    for new_links in (torch.tensor([int(layers[0].links[0]), 11 if int(layers[0].links[0]) != 11 else 10]),
+                      torch.empty(0, dtype=torch.int64)):
+        layers[0].set_links(torch.sort(new_links).values, optimizer=optimizers[0])
+        members[0].set_links(torch.sort(new_links).values, optimizer=grouped)
+        assert torch.equal(members[0].links, layers[0].links) and members[0].n_links == layers[0].n_links
+        torch.testing.assert_close(members[0].link_values(), layers[0].link_values())
+        assert torch.equal(members[0].adjacency, layers[0].adjacency)
+        buffer = optimizers[0].state[layers[0].weight]["momentum_buffer"]
+        torch.testing.assert_close(grouped.state_of(group.weight)[0][0], buffer)
+    # The other member is untouched.
+    torch.testing.assert_close(members[1].link_values(), layers[1].link_values())
+
+
+def test_group_of_incompatible_runs_is_refused(fashion_root) -> None:
+    with pytest.raises(ValueError, match="share batch_size"):
+        check_group([group_config(fashion_root, "set"), group_config(fashion_root, "cht", batch_size=64)])
+    with pytest.raises(ValueError, match="same run twice"):
+        check_group([group_config(fashion_root, "set"), group_config(fashion_root, "set")])
+
+
+def test_memory_estimate_grows_with_the_group_and_bounds_its_size() -> None:
+    shapes = [(784, 784)] * 3 + [(784, 10)]
+    one, thirty = group_memory_bytes(shapes, 1, 32), group_memory_bytes(shapes, 30, 32)
+    assert thirty > 29 * one > 0
+    assert max_group_size(thirty, shapes, 32) == 30
+    assert max_group_size(one // 2, shapes, 32) == 1
