@@ -60,6 +60,13 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--zeta", type=_fraction, help="fraction of links replaced at each evolution step")
     parser.add_argument("--update-interval", type=_positive_int, help="epochs (or steps) between evolution steps")
     parser.add_argument("--update-unit", choices=["epoch", "step"])
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                        help="augment training images (default: the released augmentation for CNNs, none for the MLP)")
+    parser.add_argument("--num-workers", type=int, help="DataLoader workers for streamed datasets (default: CPUs, ≤ 8)")
+    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
+                        help="bf16 autocast for a CNN's trunk (default: on with CUDA; the sparse head stays float32)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                        help="NHWC memory for a CNN's trunk (default: on with CUDA)")
     parser.add_argument("--data-root", help="where datasets are prepared (default: data)")
     parser.add_argument("--data-source", dest="data_sources", action="append",
                         help="local directory or mirror URL tried before the official one (repeatable)")
@@ -97,6 +104,25 @@ def _methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    import torch
+
+    from cht.data import DATASETS
+    from cht.models import MODELS, build_model
+    from cht.sparse import sparse_layers
+
+    spec = DATASETS[args.dataset]
+    print(f"sparse layers (in × out) for {args.dataset} inputs {tuple(spec.input_shape)}:")
+    for name in sorted(MODELS):
+        shapes = []
+        for dim in (1, 2):
+            with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+                model = build_model(name, spec.input_shape, spec.num_classes, dim=dim)
+            shapes.append(", ".join(f"{layer.in_features}×{layer.out_features}" for layer in sparse_layers(model)))
+        print(f"{name:10s} dim 1: {shapes[0]:40s} dim 2: {shapes[1]}")
+    return 0
+
+
 def _datasets(args: argparse.Namespace) -> int:
     from cht.data import DATASETS
 
@@ -120,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_parser(commands)
     commands.add_parser("methods", help="list the registered sparse-training methods")
+    models = commands.add_parser("models", help="list the models with their sparse-layer shapes at dim 1 and 2")
+    models.add_argument("--dataset", choices=available_datasets(), default="fashion_mnist",
+                        help="input shape and classes to build for (the MLP's widths depend on it)")
     commands.add_parser("datasets", help="list the supported datasets")
     prepare = commands.add_parser("prepare-data", help="make a dataset available offline and verify it")
     prepare.add_argument("dataset", choices=available_datasets())
@@ -128,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-HANDLERS: dict[str, Any] = {"train": _train, "methods": _methods, "datasets": _datasets,
+HANDLERS: dict[str, Any] = {"train": _train, "methods": _methods, "models": _models, "datasets": _datasets,
                             "prepare-data": _prepare}
 
 

@@ -18,7 +18,10 @@ class ConfigError(ValueError):
 
 
 # Fields that change how a run is observed, not what it computes: they stay out of the run's identity.
-OBSERVATION_FIELDS = frozenset({"device", "progress", "tracking", "experiment", "data_sources"})
+OBSERVATION_FIELDS = frozenset({"device", "progress", "tracking", "experiment", "data_sources", "num_workers"})
+# Options added after runs were recorded: at their automatic value (None) they stay out of the identity,
+# so checkpoints written before they existed still resume.
+AUTOMATIC_FIELDS = frozenset({"augment", "mixed_precision", "channels_last"})
 
 
 @dataclass
@@ -49,6 +52,10 @@ class TrainConfig:
     update_interval: int | None = None
     update_unit: str | None = None
     end_fraction: float | None = None
+    augment: bool | None = None
+    num_workers: int | None = None
+    mixed_precision: bool | None = None
+    channels_last: bool | None = None
     experiment: str = "cht"
     tracking: bool = True
     progress: bool = True
@@ -93,6 +100,32 @@ class TrainConfig:
             raise ConfigError(f"weight_decay: {self.weight_decay} must be ≥ 0")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
             raise ConfigError(f"device: {self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        self._check_image_options()
+
+    def _check_image_options(self) -> None:
+        """Options of the convolutional models and streamed datasets (see :mod:`cht.data.batches`)."""
+        from cht.data import DATASETS
+        from cht.models import is_convolutional
+
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"num_workers: {self.num_workers} must be ≥ 0 (0 loads batches in the main process)")
+        if self.augment and DATASETS[self.dataset].augmentation == "none":
+            raise ConfigError(f"augment: {self.dataset} defines no augmentation; set augment to false or null")
+        if not is_convolutional(self.model):
+            for name in ("mixed_precision", "channels_last"):
+                if getattr(self, name):
+                    raise ConfigError(f"{name}: applies to convolutional models only, not {self.model!r}; "
+                                      f"leave it null")
+
+    def augmentation(self) -> bool:
+        """Whether training batches are augmented: ``augment``, or by default the released setting (the
+        dataset's augmentation for CNNs, none for the MLP)."""
+        from cht.data import DATASETS
+        from cht.models import is_convolutional
+
+        if self.augment is not None:
+            return self.augment
+        return is_convolutional(self.model) and DATASETS[self.dataset].augmentation != "none"
 
     def _check_types(self) -> None:
         for f in fields(self):
@@ -141,7 +174,8 @@ class TrainConfig:
 
     def identity(self) -> str:
         """Hash of the fields that define what the run computes (resume refuses a checkpoint of another)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in OBSERVATION_FIELDS}
+        relevant = {k: v for k, v in self.to_dict().items()
+                    if k not in OBSERVATION_FIELDS and not (k in AUTOMATIC_FIELDS and v is None)}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,6 +1,7 @@
 """Training loop for sparse and dense models, with checkpoints that a rerun resumes from.
 
-One epoch: shuffled mini-batches from in-memory tensors, SGD with momentum, masks re-applied after
+One epoch: shuffled mini-batches from a batch source (in-memory tensors, or a DataLoader for image-scale
+data; see :mod:`cht.data.batches`), SGD with momentum, masks re-applied after
 every optimiser step, topology updates when the method's schedule says so, then test accuracy.
 A checkpoint after every epoch holds everything needed to continue bit-for-bit (model, optimiser,
 scheduler, evolution state, random generators, metrics so far).
@@ -24,11 +25,12 @@ from tqdm.auto import tqdm
 
 from cht.analysis.graph import active_neurons
 from cht.config import TrainConfig
-from cht.data import DATASETS, dataset_checksum, load_tensors, prepare_dataset
+from cht.data import DATASETS, dataset_checksum, prepare_dataset
+from cht.data.batches import BatchSource, batch_sources
 from cht.dst import Evolution, get_method
 from cht.init import init_topology, init_weights
 from cht.init.topology import InitContext
-from cht.models import build_model
+from cht.models import build_model, configure_performance, topology_init_for
 from cht.sparse import apply_masks, link_counts, sparse_layers
 from cht.tracking import Tracker
 
@@ -87,14 +89,13 @@ class History:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int = 1000) -> float:
-    """Top-1 accuracy."""
+def evaluate(model: nn.Module, source: BatchSource) -> float:
+    """Top-1 accuracy over a batch source, in its fixed order."""
     model.eval()
     correct = 0
-    for start in range(0, len(inputs), batch_size):
-        logits = model(inputs[start:start + batch_size])
-        correct += int((logits.argmax(1) == targets[start:start + batch_size]).sum())
-    return correct / len(inputs)
+    for inputs, targets in source.ordered():
+        correct += int((model(inputs).argmax(1) == targets).sum())
+    return correct / len(source)
 
 
 def final_link_counts(model: nn.Module, config: TrainConfig) -> list[int]:
@@ -103,10 +104,11 @@ def final_link_counts(model: nn.Module, config: TrainConfig) -> list[int]:
     return link_counts(shapes, config.density, config.density_distribution)
 
 
-def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: torch.Tensor) -> None:
+def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: torch.Tensor | None) -> None:
     """Give every sparse layer its initial mask (exact link count) and weights, per the method.
 
-    Methods with a density schedule (GraNet, CHTss) start denser than ``config.density``.
+    Methods with a density schedule (GraNet, CHTss) start denser than ``config.density``. CNN heads
+    start Erdős–Rényi where the method asks for CSTI (see :func:`cht.models.topology_init_for`).
     """
     method = get_method(config.method)
     layers = sparse_layers(model)
@@ -119,7 +121,7 @@ def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: t
         context = InitContext(layer_index=index, generator=generator,
                               extras={"dataset": config.dataset, "train_inputs": train_inputs,
                                       "data_root": config.data_root})
-        adjacency = init_topology(method.topology_init, n_in, n_out, n_links, context)
+        adjacency = init_topology(topology_init_for(model, method.topology_init), n_in, n_out, n_links, context)
         layer.set_mask(adjacency.t())
         init_weights(method.weight_init, layer.weight.data, layer.mask, generator)
 
@@ -135,16 +137,20 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     spec = DATASETS[config.dataset]
     root = Path(config.data_root)
     prepare_dataset(config.dataset, root, sources=config.data_sources)
-    x_train, y_train = load_tensors(config.dataset, root, train=True, max_samples=config.max_train_samples)
-    x_test, y_test = load_tensors(config.dataset, root, train=False, max_samples=config.max_test_samples)
+    train_source, test_source = batch_sources(
+        config.dataset, root, batch_size=config.batch_size, seed=config.seed + 2,
+        augment=config.augmentation(), num_workers=config.num_workers,
+        max_train_samples=config.max_train_samples, max_test_samples=config.max_test_samples)
 
     method = get_method(config.method).with_schedule(
         zeta=config.zeta, zeta_decay=config.zeta_decay, interval=config.update_interval,
         unit=config.update_unit, end_fraction=config.end_fraction)
     model = build_model(config.model, spec.input_shape, spec.num_classes, dim=config.dim, sparse=method.sparse)
-    build_sparse_topology(model, config, x_train)
+    build_sparse_topology(model, config, train_source.inputs)
     model.to(device)
-    x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
+    train_source.to(device)
+    test_source.to(device)
+    configure_performance(model, device, config.mixed_precision, config.channels_last)
     layers = sparse_layers(model)
     initial_links = [layer.n_links for layer in layers]
 
@@ -154,7 +160,6 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     evolution = Evolution(method, layers, optimizer,
                           torch.Generator(device=device).manual_seed(config.seed + 1),
                           final_links=final_link_counts(model, config))
-    shuffle_generator = torch.Generator().manual_seed(config.seed + 2)
     history = History()
     start_epoch = 0
 
@@ -168,14 +173,14 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         evolution.load_state_dict(state["evolution"])
-        shuffle_generator.set_state(state["shuffle_generator"])
+        train_source.load_state_dict(state["batch_source"])
         torch.set_rng_state(state["torch_rng"])
         history = History(**state["history"])
         start_epoch = state["epoch"] + 1
         tracker.resume_run_id = state["mlflow_run_id"]
 
-    n_train = len(x_train)
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    n_train = len(train_source)
+    steps_per_epoch = train_source.batches_per_epoch()
     total_steps = steps_per_epoch * config.epochs
     loss_function = nn.CrossEntropyLoss()
     checksum = dataset_checksum(config.dataset, root)
@@ -187,22 +192,20 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             model.train()
-            order = torch.randperm(n_train, generator=shuffle_generator).to(device)
             total_loss = torch.zeros((), device=device)
-            batches = tqdm(range(steps_per_epoch), desc=f"{config.method} epoch {epoch + 1}/{config.epochs}",
-                           leave=False, disable=not config.progress)
-            for batch in batches:
-                index = order[batch * config.batch_size:(batch + 1) * config.batch_size]
+            batches = tqdm(train_source.epoch(epoch), desc=f"{config.method} epoch {epoch + 1}/{config.epochs}",
+                           total=steps_per_epoch, leave=False, disable=not config.progress)
+            for batch, (inputs, targets) in enumerate(batches):
                 steps_done = epoch * steps_per_epoch + batch + 1
                 epoch_end = batch == steps_per_epoch - 1
                 update_due = evolution.due(epoch + 1, config.epochs, steps_done, total_steps, epoch_end)
                 evolution.capture_gradients(update_due)
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_function(model(x_train[index]), y_train[index])
+                loss = loss_function(model(inputs), targets)
                 loss.backward()
                 optimizer.step()
                 apply_masks(layers)
-                total_loss += loss.detach() * len(index)
+                total_loss += loss.detach() * len(targets)
                 if update_due:
                     record = evolution.update(steps_done / total_steps, epoch=epoch + 1, step=steps_done)
                     evolution.capture_gradients(False)
@@ -214,7 +217,7 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1} of "
                                        f"{config.method} on {config.dataset}; lower lr (now {config.lr})")
-            accuracy = evaluate(model, x_test, y_test)
+            accuracy = evaluate(model, test_source)
             history.test_accuracy.append(accuracy)
             history.train_loss.append(train_loss)
             history.epoch_seconds.append(time.perf_counter() - started)
@@ -227,7 +230,7 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
             state = {
                 "identity": config.identity(), "epoch": epoch, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "evolution": evolution.state_dict(), "shuffle_generator": shuffle_generator.get_state(),
+                "evolution": evolution.state_dict(), "batch_source": train_source.state_dict(),
                 "torch_rng": torch.get_rng_state(), "history": history.__dict__, "mlflow_run_id": tracker.run_id,
             }
             write_atomic(checkpoint_path, lambda path: torch.save(state, path))
