@@ -62,7 +62,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--update-unit", choices=["epoch", "step"])
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction,
                         help="augment training images (default: the released augmentation for CNNs, none for the MLP)")
-    parser.add_argument("--num-workers", type=int, help="DataLoader workers for streamed datasets (default: CPUs, ≤ 8)")
+    parser.add_argument("--num-workers", type=int,
+                        help="DataLoader workers for streamed datasets (default: the CPUs, at most 8)")
     parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
                         help="bf16 autocast for a CNN's trunk (default: on with CUDA; the sparse head stays float32)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction,

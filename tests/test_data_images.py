@@ -7,18 +7,19 @@ bypasses it explicitly by registering a spec with the test files' own digests.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from test_data_cifar import build_fake_cifar
 from test_data_folders import WNIDS, imagenet_tree, tiny_imagenet_tree, zip_tree
+from test_train import comparable, interrupted_then_resumed, same_final_weights
 
-import cht.train
 from cht.config import TrainConfig
 from cht.data import DATASETS, DatasetError, load_tensors, prepare_dataset
 from cht.data.batches import LoaderBatches, TensorBatches, batch_sources
+from cht.sparse import link_counts
 from cht.train import train
 
 
@@ -170,29 +171,25 @@ def test_training_on_augmented_cifar_resumes_exactly(cifar10, tmp_path, monkeypa
     The static MLP keeps it cheap (the loop and the batch source are the ones a CNN uses; resuming evolution
     state is tested in test_train.py): what must match is the shuffled, augmented stream of batches."""
     config = TrainConfig(method="static", model="mlp", dataset="cifar10", augment=True, epochs=3, batch_size=8,
-                         lr=0.01,
-                         update_interval=1, data_root=str(cifar10["root"]), data_sources=[str(cifar10["source"])],
+                         lr=0.01, data_root=str(cifar10["root"]), data_sources=[str(cifar10["source"])],
                          num_workers=0, device="cpu", tracking=False, progress=False)
     assert config.augmentation()
     uninterrupted = train(config, tmp_path / "full")
+    resumed = interrupted_then_resumed(config, tmp_path / "resumed", monkeypatch, crash_epoch=2)
+    assert comparable(resumed) == comparable(uninterrupted)
+    assert same_final_weights(tmp_path / "full", tmp_path / "resumed")
 
-    real_evaluate = cht.train.evaluate
-    calls = []
 
-    def crash_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
+@pytest.mark.slow
+def test_cli_trains_resnet50_on_cifar10(cifar10, tmp_path, capsys) -> None:
+    from cht.cli import main
 
-    monkeypatch.setattr(cht.train, "evaluate", crash_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "resumed")
-    monkeypatch.setattr(cht.train, "evaluate", real_evaluate)
-    resumed = train(config, tmp_path / "resumed")
-    for key in ("test_accuracy", "train_loss", "links_per_layer"):
-        assert resumed[key] == uninterrupted[key], key
-    final_a = torch.load(tmp_path / "full/checkpoint.pt", weights_only=False)["model"]
-    final_b = torch.load(tmp_path / "resumed/checkpoint.pt", weights_only=False)["model"]
-    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
-    assert np.isfinite(uninterrupted["train_loss"]).all()
+    out = tmp_path / "run"
+    code = main(["train", "--model", "resnet50", "--dataset", "cifar10", "--method", "cht", "--epochs", "1",
+                 "--batch-size", "4", "--max-train-samples", "4", "--max-test-samples", "4", "--num-workers", "0",
+                 "--data-root", str(cifar10["root"]), "--data-source", str(cifar10["source"]), "--device", "cpu",
+                 "--no-tracking", "--no-progress", "--out", str(out)])
+    assert code == 0 and (out / "metrics.json").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "resnet50" and metrics["config"]["augment"] is None
+    assert metrics["links_per_layer"] == link_counts([(2048, 2048)], 0.01, "uniform")

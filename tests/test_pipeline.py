@@ -133,7 +133,7 @@ def test_paper_config_overrides_every_key_of_the_default_config() -> None:
         return found
 
     default = keys(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
-    for name in ("paper", "test"):
+    for name in ("paper", "test", "paper_cnn", "tiny_imagenet", "imagenet", "cnn_quick"):
         assert default <= keys(yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())), name
 
 

@@ -16,15 +16,6 @@ from cht.dst import available_methods, get_method
 CNN_CONFIGS = ("paper_cnn", "tiny_imagenet", "imagenet", "cnn_quick")
 
 
-def config_keys(mapping: dict, prefix: str = "") -> set[str]:
-    found = set()
-    for key, value in mapping.items():
-        found.add(prefix + key)
-        if isinstance(value, dict):
-            found |= config_keys(value, f"{prefix}{key}.")
-    return found
-
-
 @pytest.fixture(scope="module")
 def dry_runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     folder = tmp_path_factory.mktemp("cnn_dry")
@@ -56,13 +47,6 @@ def test_paper_cnn_grid_is_the_released_setting() -> None:
     train = config["train"]
     assert (train["lr"], train["epochs"], train["lr_final_factor"], train["update_interval"]) == (0.1, 200, 0.001, 1)
     assert get_method("cht").early_stop is not None
-
-
-@pytest.mark.parametrize("name", CNN_CONFIGS)
-def test_cnn_configs_override_every_key_of_the_default_config(name) -> None:
-    """Snakemake merges --configfile over config/config.yaml key by key: nothing may leak through."""
-    default = config_keys(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
-    assert default <= config_keys(yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text()))
 
 
 @pytest.mark.slow

@@ -36,29 +36,37 @@ def test_same_seed_gives_identical_results(fashion_root, tmp_path) -> None:
     assert other["test_accuracy"] != first["test_accuracy"]
 
 
-def test_resume_from_checkpoint_equals_an_uninterrupted_run(fashion_root, tmp_path, monkeypatch) -> None:
-    config = quick_config(fashion_root, update_interval=1)
-    uninterrupted = train(config, tmp_path / "full")
-
+def interrupted_then_resumed(config: TrainConfig, out, monkeypatch, crash_epoch: int) -> dict:
+    """Train into ``out``, interrupted in epoch ``crash_epoch`` (at its evaluation), then resumed to the end."""
     real_evaluate = cht.train.evaluate
     calls = []
 
-    def crash_in_third_epoch(*args, **kwargs):
+    def crash(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == crash_epoch:
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(cht.train, "evaluate", crash_in_third_epoch)
+    monkeypatch.setattr(cht.train, "evaluate", crash)
     with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "resumed")
-    assert not (tmp_path / "resumed/metrics.json").exists()
+        train(config, out)
+    assert not (out / "metrics.json").exists()
     monkeypatch.setattr(cht.train, "evaluate", real_evaluate)
-    resumed = train(config, tmp_path / "resumed")
+    return train(config, out)
+
+
+def same_final_weights(out_a, out_b) -> bool:
+    final_a = torch.load(out_a / "checkpoint.pt", weights_only=False)["model"]
+    final_b = torch.load(out_b / "checkpoint.pt", weights_only=False)["model"]
+    return all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(fashion_root, tmp_path, monkeypatch) -> None:
+    config = quick_config(fashion_root, update_interval=1)
+    uninterrupted = train(config, tmp_path / "full")
+    resumed = interrupted_then_resumed(config, tmp_path / "resumed", monkeypatch, crash_epoch=3)
     assert comparable(resumed) == comparable(uninterrupted)
-    final_a = torch.load(tmp_path / "full/checkpoint.pt", weights_only=False)["model"]
-    final_b = torch.load(tmp_path / "resumed/checkpoint.pt", weights_only=False)["model"]
-    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    assert same_final_weights(tmp_path / "full", tmp_path / "resumed")
 
 
 def test_checkpoint_of_another_config_is_refused(fashion_root, tmp_path) -> None:

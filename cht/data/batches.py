@@ -158,7 +158,8 @@ def uses_loader(dataset: str, augment: bool) -> bool:
     return get_spec(dataset).storage == "image_folder" or augment
 
 
-def batch_sources(dataset: str, root: str | os.PathLike, *, batch_size: int, seed: int, augment: bool, num_workers: int | None = None,
+def batch_sources(dataset: str, root: str | os.PathLike, *, batch_size: int, seed: int, augment: bool,
+                  num_workers: int | None = None,
                   max_train_samples: int | None = None, max_test_samples: int | None = None,
                   sources: Sequence[str | os.PathLike] = ()) -> tuple[BatchSource, BatchSource]:
     """Train and test sources for ``dataset``; ``augment`` applies the dataset's training augmentation.
