@@ -170,8 +170,14 @@ def quick_cnn(root, **changes) -> TrainConfig:
 @pytest.mark.parametrize("method", available_methods())
 def test_every_method_evolves_a_cnn_head_unchanged(fashion_root, tmp_path, method) -> None:
     metrics = train(quick_cnn(fashion_root, method=method), tmp_path)
-    if get_method(method).sparse:
-        assert metrics["links_per_layer"] == link_counts([(512, 1000), (1000, 1000), (1000, 1000)], 0.01, "uniform")
+    target = link_counts([(512, 1000), (1000, 1000), (1000, 1000)], 0.01, "uniform")
+    links, initial = metrics["links_per_layer"], metrics["initial_links_per_layer"]
+    if method == "cht_iclr":  # the released tie rule may grow a few extra links or miss some
+        assert initial == target and all(abs(n - t) <= 0.1 * t for n, t in zip(links, target))
+    elif get_method(method).density.end > 0:  # denser at first, pruned towards the target
+        assert all(t <= n <= i for n, t, i in zip(links, target, initial)) and initial != target
+    elif get_method(method).sparse:
+        assert links == initial == target
     if get_method(method).evolves:
         assert len(metrics["evolution"]) == 1
         record = metrics["evolution"][0]
