@@ -43,6 +43,9 @@ def _add_key(parser: argparse.ArgumentParser, key: Field) -> None:
     schema = key_schema(key)
     flag = key.metadata["flag"] or "--" + key.name.replace("_", "-")
     kind = schema["type"][0] if isinstance(schema["type"], list) else schema["type"]
+    if kind == "boolean" and key.default is None:  # automatic unless set either way
+        parser.add_argument(flag, dest=key.name, action=argparse.BooleanOptionalAction, help=key.metadata["help"])
+        return
     if kind == "boolean":
         negate = key.default is True
         parser.add_argument(f"--no-{flag[2:]}" if negate else flag, dest=key.name, action="store_const",
@@ -113,6 +116,25 @@ def _methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    import torch
+
+    from cht.data import DATASETS
+    from cht.models import MODELS, build_model
+    from cht.sparse import sparse_layers
+
+    spec = DATASETS[args.dataset]
+    print(f"sparse layers (in × out) for {args.dataset} inputs {tuple(spec.input_shape)}:")
+    for name in sorted(MODELS):
+        shapes = []
+        for dim in (1, 2):
+            with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+                model = build_model(name, spec.input_shape, spec.num_classes, dim=dim)
+            shapes.append(", ".join(f"{layer.in_features}×{layer.out_features}" for layer in sparse_layers(model)))
+        print(f"{name:10s} dim 1: {shapes[0]:40s} dim 2: {shapes[1]}")
+    return 0
+
+
 def _datasets(args: argparse.Namespace) -> int:
     from cht.data import DATASETS
 
@@ -136,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_parser(commands)
     commands.add_parser("methods", help="list the registered sparse-training methods")
+    models = commands.add_parser("models", help="list the models with their sparse-layer shapes at dim 1 and 2")
+    models.add_argument("--dataset", choices=available_datasets(), default="fashion_mnist",
+                        help="input shape and classes to build for (the MLP's widths depend on it)")
     commands.add_parser("datasets", help="list the supported datasets")
     prepare = commands.add_parser("prepare-data", help="make a dataset available offline and verify it")
     prepare.add_argument("dataset", choices=available_datasets())
@@ -144,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-HANDLERS: dict[str, Any] = {"train": _train, "methods": _methods, "datasets": _datasets,
+HANDLERS: dict[str, Any] = {"train": _train, "methods": _methods, "models": _models, "datasets": _datasets,
                             "prepare-data": _prepare}
 
 

@@ -70,6 +70,11 @@ def _registry(module: str, name: str) -> Callable[[], list[str]]:
     return names
 
 
+# Options added after runs were recorded: at their automatic value (None) they stay out of the identity,
+# so checkpoints written before they existed still resume.
+AUTOMATIC_FIELDS = frozenset({"augment", "mixed_precision", "channels_last"})
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines one training run. Defaults follow the paper's MLP settings."""
@@ -115,6 +120,13 @@ class TrainConfig:
                                      choices=_registry("cht.dst.schedule", "UNITS"))
     end_fraction: float | None = option(None, "fraction of training after which the topology stops evolving",
                                         minimum=0, maximum=1)
+    augment: bool | None = option(None, "augment training images as released (default: on for CNNs on datasets "
+                                        "that define an augmentation)")
+    num_workers: int | None = option(None, "DataLoader worker processes for streamed datasets (default: automatic)",
+                                     minimum=0, observation=True)
+    mixed_precision: bool | None = option(None, "bf16 autocast of a CNN trunk; the sparse head stays float32 "
+                                                "(default: on with CUDA)")
+    channels_last: bool | None = option(None, "channels-last memory for a CNN trunk (default: on with CUDA)")
     experiment: str = option("cht", "mlflow experiment name", minLength=1, observation=True, pipeline="run")
     tracking: bool = option(True, "record an mlflow run", observation=True, pipeline="run")
     progress: bool = option(True, "show progress bars", observation=True, pipeline=None)
@@ -134,6 +146,32 @@ class TrainConfig:
             name = errors[0].absolute_path[0]
             raise ConfigError(f"{name}: {getattr(self, name)!r} is not allowed; expected "
                               f"{describe(schema['properties'][name])}", name)
+        self._check_image_options()
+
+    def _check_image_options(self) -> None:
+        """Options of the convolutional models and streamed datasets (see :mod:`cht.data.batches`)."""
+        from cht.data import DATASETS
+        from cht.models import is_convolutional
+
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"num_workers: {self.num_workers} must be ≥ 0 (0 loads batches in the main process)")
+        if self.augment and DATASETS[self.dataset].augmentation == "none":
+            raise ConfigError(f"augment: {self.dataset} defines no augmentation; set augment to false or null")
+        if not is_convolutional(self.model):
+            for name in ("mixed_precision", "channels_last"):
+                if getattr(self, name):
+                    raise ConfigError(f"{name}: applies to convolutional models only, not {self.model!r}; "
+                                      f"leave it null")
+
+    def augmentation(self) -> bool:
+        """Whether training batches are augmented: ``augment``, or by default the released setting (the
+        dataset's augmentation for CNNs, none for the MLP)."""
+        from cht.data import DATASETS
+        from cht.models import is_convolutional
+
+        if self.augment is not None:
+            return self.augment
+        return is_convolutional(self.model) and DATASETS[self.dataset].augmentation != "none"
 
     def _normalise_numbers(self) -> None:
         """ints for float keys become floats, integral floats for int keys ints (the identity hash needs one form)."""
@@ -187,7 +225,8 @@ class TrainConfig:
 
     def identity(self) -> str:
         """Hash of the keys that define what the run computes (resume refuses a checkpoint of another)."""
-        relevant = {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata["observation"]}
+        relevant = {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata["observation"]
+                    and not (f.name in AUTOMATIC_FIELDS and getattr(self, f.name) is None)}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -45,6 +45,7 @@ from cht.models import build_model
 from cht.sparse import links as L
 from cht.sparse.layer import LinkGeometry, SparseLinear
 from cht.tracking import Tracker
+from cht.data.batches import TensorBatches
 from cht.io import load_tensors, save_tensors_atomic
 from cht.train import (History, build_run, check_finite, configured_method, evaluate, finish_run,
                        load_run_data, log_epoch, lr_factor, open_run, record_update, resolve_device, run_params,
@@ -354,7 +355,7 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
         out_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(config.seed, device)
         method = configured_method(config)
-        built.append((method, build_run(config, method, data.x_train)))
+        built.append((method, build_run(config, method, data.train_inputs)))
     model = GroupedMLP([run.model for _, run in built]).to(device)
     optimizer = GroupedSGD(list(model.parameters()), lr=[c.lr * lr_factor(0, c) for c in configs],
                            momentum=[c.momentum for c in configs], weight_decay=[c.weight_decay for c in configs])
@@ -372,8 +373,9 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
     if checkpoint.exists():
         start_epoch = _resume(checkpoint, configs, model, optimizer, members, device)
 
-    x_train, y_train = data.x_train.flatten(1).to(device), data.y_train.to(device)
-    x_test, y_test = data.x_test.flatten(1).to(device), data.y_test.to(device)
+    x_train, y_train = data.train.inputs.flatten(1).to(device), data.train.targets.to(device)
+    test = TensorBatches(data.test.inputs.flatten(1).to(device), data.test.targets.to(device), shared.batch_size,
+                         eval_batch_size=EVALUATION_BATCH)
     n_train = len(x_train)
     steps_per_epoch = math.ceil(n_train / shared.batch_size)
     total_steps = steps_per_epoch * shared.epochs
@@ -425,7 +427,7 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
             train_losses = [value / n_train for value in total_loss.tolist()]
             for member, train_loss in zip(members, train_losses):
                 check_finite(train_loss, epoch, member.config)
-            accuracies = evaluate(model, x_test, y_test, EVALUATION_BATCH)
+            accuracies = evaluate(model, test)
             for k, member in enumerate(members):
                 member.history.test_accuracy.append(accuracies[k])
                 member.history.train_loss.append(train_losses[k])

@@ -1,6 +1,7 @@
 """Training loop for sparse and dense models, with checkpoints that a rerun resumes from.
 
-One epoch: shuffled mini-batches from in-memory tensors, SGD with momentum, the sparse layers'
+One epoch: shuffled mini-batches from a batch source (in-memory tensors, or a DataLoader for image-scale
+data; see :mod:`cht.data.batches`), SGD with momentum, the sparse layers'
 invariant restored after every optimiser step, test accuracy, then a topology update when the
 method's schedule says so (updates scheduled by step happen right after their step, except one that
 falls on an epoch's last step, which waits for the evaluation).
@@ -24,12 +25,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cht.config import TrainConfig
-from cht.data import DATASETS, dataset_checksum, load_tensors, prepare_dataset
+from cht.data import DATASETS, dataset_checksum, prepare_dataset
+from cht.data.batches import BatchSource, TensorBatches, batch_sources
 from cht.dst import Evolution, Method, resolve_method
 from cht.init import init_bias, init_topology, init_weights
 from cht.init.topology import InitContext
 from cht.io import load_checkpoint, save_checkpoint, save_tensors_atomic, write_text_atomic
-from cht.models import build_model
+from cht.models import build_model, configure_performance, topology_init_for
 from cht.sparse import after_optimizer_step, align_optimizer_state, link_counts, sparse_layers
 from cht.tracking import Tracker, evolution_metrics, resolved_params, training_run_name
 
@@ -85,15 +87,14 @@ class History:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-             batch_size: int = 1000) -> float | list[float]:
-    """Top-1 accuracy; one per member for a model of stacked runs (logits ``(runs, batch, classes)``)."""
+def evaluate(model: nn.Module, source: BatchSource) -> float | list[float]:
+    """Top-1 accuracy over a batch source in its fixed order; one per member for a model of stacked runs
+    (logits ``(runs, batch, classes)``)."""
     model.eval()
-    correct = 0
-    for start in range(0, len(inputs), batch_size):
-        logits = model(inputs[start:start + batch_size])
-        correct = correct + (logits.argmax(-1) == targets[start:start + batch_size]).sum(-1)
-    accuracy = correct.double() / len(inputs)
+    correct = torch.zeros((), dtype=torch.int64)
+    for inputs, targets in source.ordered():
+        correct = correct + (model(inputs).argmax(-1) == targets).sum(-1).cpu()
+    accuracy = correct.double() / len(source)
     return float(accuracy) if accuracy.dim() == 0 else accuracy.tolist()
 
 
@@ -114,7 +115,7 @@ def resolve_backend(config: TrainConfig, device: torch.device, sparse: bool = Tr
     return "sparse" if device.type == "cpu" and config.density <= SPARSE_BACKEND_MAX_DENSITY else "masked"
 
 
-def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: torch.Tensor) -> None:
+def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: torch.Tensor | None) -> None:
     """Give every sparse layer its initial links (exact count) and weights, per the method.
 
     Methods with a density schedule (GraNet, CHTss) start denser than ``config.density``. Topologies and
@@ -133,7 +134,7 @@ def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: t
         context = InitContext(layer_index=index, generator=generator,
                               extras={"dataset": config.dataset, "train_inputs": train_inputs,
                                       "data_root": config.data_root})
-        links = init_topology(method.topology_init, n_in, n_out, n_links, context)
+        links = init_topology(topology_init_for(model, method.topology_init), n_in, n_out, n_links, context)
         layer.set_links(links, init_weights(method.weight_init, layer.shape, links, value_generator))
         if layer.bias is not None:
             layer.bias.data.copy_(init_bias(method.bias_init, method.weight_init, layer.shape, n_links,
@@ -147,22 +148,27 @@ def layer_links(layers: list) -> list[torch.Tensor]:
 
 @dataclass
 class RunData:
-    """A run's training and test tensors (on the CPU) and the dataset's checksum."""
+    """A run's training and test batch sources (on the CPU until moved) and the dataset's checksum."""
 
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
+    train: BatchSource
+    test: BatchSource
     checksum: str
+
+    @property
+    def train_inputs(self) -> torch.Tensor | None:
+        """The training inputs when held in memory (CSTI correlates them), else None."""
+        return self.train.inputs if isinstance(self.train, TensorBatches) else None
 
 
 def load_run_data(config: TrainConfig) -> RunData:
-    """Prepare the configured dataset and load the (possibly truncated) splits."""
+    """Prepare the configured dataset and its (possibly truncated) splits; the training source shuffles
+    with the run's seed + 2."""
     root = Path(config.data_root)
     prepare_dataset(config.dataset, root, sources=config.data_sources)
-    x_train, y_train = load_tensors(config.dataset, root, train=True, max_samples=config.max_train_samples)
-    x_test, y_test = load_tensors(config.dataset, root, train=False, max_samples=config.max_test_samples)
-    return RunData(x_train, y_train, x_test, y_test, dataset_checksum(config.dataset, root))
+    train, test = batch_sources(config.dataset, root, batch_size=config.batch_size, seed=config.seed + 2,
+                                augment=config.augmentation(), num_workers=config.num_workers,
+                                max_train_samples=config.max_train_samples, max_test_samples=config.max_test_samples)
+    return RunData(train, test, dataset_checksum(config.dataset, root))
 
 
 def configured_method(config: TrainConfig) -> Method:
@@ -183,7 +189,8 @@ class BuiltRun:
     final_links: list[int]
 
 
-def build_run(config: TrainConfig, method: Method, x_train: torch.Tensor, backend: str = "masked") -> BuiltRun:
+def build_run(config: TrainConfig, method: Method, x_train: torch.Tensor | None,
+              backend: str = "masked") -> BuiltRun:
     """Build the model and its initial topology on the CPU (seed the generators first: the build draws), its
     sparse layers stored by ``backend``."""
     spec = DATASETS[config.dataset]
@@ -269,11 +276,13 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     data = load_run_data(config)
     method = configured_method(config)
     backend = resolve_backend(config, device, method.sparse)
-    built = build_run(config, method, data.x_train, backend)
+    built = build_run(config, method, data.train_inputs, backend)
     model, layers = built.model, built.layers
     initial_links, initial_masks = built.initial_links, built.initial_masks
     model.to(device)
-    x_train, y_train, x_test, y_test = (t.to(device) for t in (data.x_train, data.y_train, data.x_test, data.y_test))
+    data.train.to(device)
+    data.test.to(device)
+    configure_performance(model, device, config.mixed_precision, config.channels_last)
 
     checkpoint_path = out_dir / CHECKPOINT
     state = load_checkpoint(checkpoint_path, config.identity()) if checkpoint_path.exists() else None
@@ -285,7 +294,6 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     evolution = Evolution(method, layers, optimizer,
                           torch.Generator(device=device).manual_seed(config.seed + 1),
                           final_links=built.final_links)
-    shuffle_generator = torch.Generator().manual_seed(config.seed + 2)
     history = History(anp=[evolution.activity().anp] if layers else [])
     start_epoch = 0
     if state is not None:
@@ -293,15 +301,15 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
         align_optimizer_state(optimizer, layers)
         scheduler.load_state_dict(state["scheduler"])
         evolution.load_state_dict(state["evolution"])
-        shuffle_generator.set_state(state["shuffle_generator"])
+        data.train.load_state_dict(state["batch_source"])
         torch.set_rng_state(state["torch_rng"])
         history = History(**state["history"])
         initial_links, initial_masks = state["initial_links"], state["initial_masks"]
         start_epoch = state["epoch"] + 1
         tracker.resume_run_id = state["mlflow_run_id"]
 
-    n_train = len(x_train)
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    n_train = len(data.train)
+    steps_per_epoch = data.train.batches_per_epoch()
     total_steps = steps_per_epoch * config.epochs
     loss_function = nn.CrossEntropyLoss()
 
@@ -312,23 +320,21 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             model.train()
-            order = torch.randperm(n_train, generator=shuffle_generator).to(device)
             total_loss = torch.zeros((), device=device)
             pending_update = 0
-            batches = tqdm(range(steps_per_epoch), desc=f"{config.method} epoch {epoch + 1}/{config.epochs}",
-                           leave=False, disable=not config.progress)
-            for batch in batches:
-                index = order[batch * config.batch_size:(batch + 1) * config.batch_size]
+            batches = tqdm(data.train.epoch(epoch), desc=f"{config.method} epoch {epoch + 1}/{config.epochs}",
+                           total=steps_per_epoch, leave=False, disable=not config.progress)
+            for batch, (inputs, targets) in enumerate(batches):
                 steps_done = epoch * steps_per_epoch + batch + 1
                 epoch_end = batch == steps_per_epoch - 1
                 update_due = evolution.due(epoch + 1, config.epochs, steps_done, total_steps, epoch_end)
                 evolution.capture_gradients(update_due)
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_function(model(x_train[index]), y_train[index])
+                loss = loss_function(model(inputs), targets)
                 loss.backward()
                 optimizer.step()
                 after_optimizer_step(layers)
-                total_loss += loss.detach() * len(index)
+                total_loss += loss.detach() * len(targets)
                 if update_due and not epoch_end:
                     record_update(evolution, history, tracker, steps_done, total_steps, epoch + 1)
                 elif update_due:
@@ -336,7 +342,7 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
             scheduler.step()
             train_loss = float(total_loss) / n_train
             check_finite(train_loss, epoch, config)
-            history.test_accuracy.append(evaluate(model, x_test, y_test))
+            history.test_accuracy.append(evaluate(model, data.test))
             history.train_loss.append(train_loss)
             if pending_update:
                 record_update(evolution, history, tracker, pending_update, total_steps, epoch + 1)
@@ -345,7 +351,7 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
             state = {
                 "identity": config.identity(), "epoch": epoch, "backend": backend, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "evolution": evolution.state_dict(), "shuffle_generator": shuffle_generator.get_state(),
+                "evolution": evolution.state_dict(), "batch_source": data.train.state_dict(),
                 "torch_rng": torch.get_rng_state(), "history": history.__dict__, "mlflow_run_id": tracker.run_id,
                 "initial_links": initial_links, "initial_masks": initial_masks,
             }

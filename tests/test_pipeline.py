@@ -153,7 +153,7 @@ def test_paper_config_overrides_every_key_of_the_default_config() -> None:
         return found
 
     default = keys(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
-    for name in ("paper", "test", "protocol_ablation"):
+    for name in ("paper", "test", "protocol_ablation", "paper_cnn", "tiny_imagenet", "imagenet", "cnn_quick"):
         assert default <= keys(yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())), name
 
 

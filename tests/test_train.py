@@ -37,33 +37,39 @@ def test_same_seed_gives_identical_results(fashion_root, tmp_path) -> None:
     assert other["test_accuracy"] != first["test_accuracy"]
 
 
-def crash_in_third_epoch_then_resume(config: TrainConfig, resume_config: TrainConfig, out_dir, monkeypatch) -> dict:
-    """Train until the third epoch's evaluation, as a hard kill would stop it, then rerun to the end."""
+def interrupted_then_resumed(config: TrainConfig, out, monkeypatch, crash_epoch: int,
+                             resume_config: TrainConfig | None = None) -> dict:
+    """Train into ``out``, interrupted in epoch ``crash_epoch`` (at its evaluation), then resumed to the end
+    (with ``resume_config``, by default the same configuration)."""
     real_evaluate = cht.train.evaluate
     calls = []
 
-    def crash_in_third_epoch(*args, **kwargs):
+    def crash(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == crash_epoch:
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(cht.train, "evaluate", crash_in_third_epoch)
+    monkeypatch.setattr(cht.train, "evaluate", crash)
     with pytest.raises(KeyboardInterrupt):
-        train(config, out_dir)
-    assert not (out_dir / "metrics.json").exists()
+        train(config, out)
+    assert not (out / "metrics.json").exists()
     monkeypatch.setattr(cht.train, "evaluate", real_evaluate)
-    return train(resume_config, out_dir)
+    return train(resume_config or config, out)
+
+
+def same_final_weights(out_a, out_b) -> bool:
+    final_a = torch.load(out_a / "checkpoint.pt", weights_only=True)["model"]
+    final_b = torch.load(out_b / "checkpoint.pt", weights_only=True)["model"]
+    return all(torch.equal(final_a[k], final_b[k]) for k in final_a)
 
 
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(fashion_root, tmp_path, monkeypatch) -> None:
     config = quick_config(fashion_root, update_interval=1)
     uninterrupted = train(config, tmp_path / "full")
-    resumed = crash_in_third_epoch_then_resume(config, config, tmp_path / "resumed", monkeypatch)
+    resumed = interrupted_then_resumed(config, tmp_path / "resumed", monkeypatch, crash_epoch=3)
     assert comparable(resumed) == comparable(uninterrupted)
-    final_a = torch.load(tmp_path / "full/checkpoint.pt", weights_only=True)["model"]
-    final_b = torch.load(tmp_path / "resumed/checkpoint.pt", weights_only=True)["model"]
-    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    assert same_final_weights(tmp_path / "full", tmp_path / "resumed")
 
 
 def test_a_masked_run_resumes_on_the_sparse_backend_and_reports_its_topology(fashion_root, tmp_path,
@@ -71,8 +77,8 @@ def test_a_masked_run_resumes_on_the_sparse_backend_and_reports_its_topology(fas
     """The backend is storage only: a checkpoint resumes on the other one and the run goes on alike."""
     masked = quick_config(fashion_root, update_interval=1, backend="masked")
     uninterrupted = train(masked, tmp_path / "full")
-    resumed = crash_in_third_epoch_then_resume(masked, quick_config(fashion_root, update_interval=1, backend="sparse"),
-                                               tmp_path / "resumed", monkeypatch)
+    resumed = interrupted_then_resumed(masked, tmp_path / "resumed", monkeypatch, crash_epoch=3,
+                                       resume_config=quick_config(fashion_root, update_interval=1, backend="sparse"))
     assert uninterrupted["backend"] == "masked" and resumed["backend"] == "sparse"
     assert resumed["test_accuracy"][:2] == uninterrupted["test_accuracy"][:2]
     assert resumed["test_accuracy"][2] == pytest.approx(uninterrupted["test_accuracy"][2], abs=1 / 300)

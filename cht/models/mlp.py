@@ -1,7 +1,8 @@
 """The paper's MLP: input → 3 hidden layers of width ``dim × input`` → dense classifier, ReLU.
 
 Only the hidden "sandwich" layers are sparse; the classifier stays dense. The fully connected
-counterpart comes from the same builder with ``sparse=False``.
+counterpart comes from the same builder with ``sparse=False``. The same module is the sparse head of
+the convolutional models (:mod:`cht.models.cnn`), with its width given explicitly.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from cht.sparse.layer import SparseLinear
 class SparseMLP(nn.Module):
     """Flatten → [hidden (sparse or dense) → ReLU] × depth → dense classifier.
 
-    Hidden layers are ``dim × input`` wide, as in the paper, unless ``width`` is given (scale studies).
+    Hidden layers are ``width`` wide, by default ``dim × input_size`` (the paper's MLP).
     """
 
     def __init__(self, input_size: int, num_classes: int, dim: int = 1, depth: int = 3,
                  sparse: bool = True, backend: str = "masked", width: int | None = None) -> None:
         super().__init__()
-        if dim < 1 or depth < 1:
-            raise ValueError(f"dim and depth must be ≥ 1, got dim={dim}, depth={depth}")
-        width = width or dim * input_size
+        if dim < 1 or depth < 1 or (width is not None and width < 1):
+            raise ValueError(f"dim, depth and width must be ≥ 1, got dim={dim}, depth={depth}, width={width}")
+        width = width if width is not None else dim * input_size
         sizes = [input_size] + [width] * depth
         self.hidden = nn.ModuleList(SparseLinear(a, b, backend=backend) if sparse else nn.Linear(a, b)
                                     for a, b in zip(sizes[:-1], sizes[1:]))
