@@ -126,9 +126,16 @@ def settings() -> list[dict]:
 
 
 def grouping_enabled() -> bool:
-    """Whether runs train in groups: ``group_runs`` true, or auto and training on CUDA."""
+    """Whether runs train in groups: ``group_runs`` true, or auto and training MLPs on CUDA (cht.grouped
+    stacks MLPs only)."""
+    only_mlps = set(config["models"]) == {"mlp"}
+    if config["group_runs"] is True and not only_mlps:
+        raise WorkflowError(f"group_runs: grouped training stacks MLPs only, but models lists {config['models']}; "
+                            "set group_runs to auto or false")
     if config["group_runs"] != "auto":
         return config["group_runs"]
+    if not only_mlps:
+        return False
     devices = {settings.get("device", "auto")
                for settings in [config["train"], *config["train_per_dataset"].values()]}
     return any(device.startswith("cuda") for device in devices) or ("auto" in devices and torch.cuda.is_available())
