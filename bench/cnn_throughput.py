@@ -39,7 +39,7 @@ from cht.data import DATASETS, prepare_dataset  # noqa: E402
 from cht.data.batches import batch_sources  # noqa: E402
 from cht.dst import Evolution, get_method  # noqa: E402
 from cht.models import BACKBONES, build_model, configure_performance  # noqa: E402
-from cht.sparse import apply_masks, sparse_layers  # noqa: E402
+from cht.sparse import after_optimizer_step, sparse_layers  # noqa: E402
 from cht.train import build_sparse_topology, final_link_counts  # noqa: E402
 
 HEADS = ("fc", "cht")
@@ -81,7 +81,7 @@ def measure(backbone: str, head: str, batches: list, args: argparse.Namespace, d
         optimizer.zero_grad(set_to_none=True)
         loss_function(model(inputs), targets).backward()
         optimizer.step()
-        apply_masks(layers)
+        after_optimizer_step(layers)
 
     for index in range(args.warmup):
         step(index)

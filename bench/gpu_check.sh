@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one call, sized for about 8 minutes on one H100/H200:
+# Every GPU check of the project in one call, sized for under 10 minutes on one H100/H200:
 #   1. the CUDA tests: sparse backend against masked (one step, rewiring) and grouped runs against single runs;
 #   2. bench/train_throughput.py: FC, 1%-masked and 1%-sparse MLP, samples/s;
 #   3. bench/grid_throughput.py: 30 runs in one group against the same runs one after another;
@@ -42,13 +42,14 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to the arch
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$work/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$work/gpu.txt"
 
-step tests 150 python3 -m pytest -q -p no:cacheprovider -k "cuda" tests/test_sparse_backends.py tests/test_grouped.py
-step train_throughput 90 python3 bench/train_throughput.py --device cuda --steps 100 --threads 1 \
+paper_methods="fc static set rigl mest granet cht cht_iclr chts chtss"
+step tests 100 python3 -m pytest -q -p no:cacheprovider -k "cuda" tests/test_sparse_backends.py tests/test_grouped.py
+step train_throughput 60 python3 bench/train_throughput.py --device cuda --steps 50 --threads 1 \
     --densities 0.01 --data-root "$work/data" --data-source "$data" --out "$work"
-step grid_throughput 150 python3 bench/grid_throughput.py --device cuda --runs 30 --max-train-samples 15000 \
-    --epochs 3 --data-root "$work/data" --data-source "$data" --out "$work"
-step grid_paper_budget 150 python3 bench/grid_throughput.py --device cuda --runs 30 --epochs 3 --paper-budget \
-    --data-root "$work/data" --data-source "$data" --out "$work"
+step grid_throughput 170 python3 bench/grid_throughput.py --device cuda --methods $paper_methods --runs 30 \
+    --max-train-samples 6000 --epochs 3 --data-root "$work/data" --data-source "$data" --out "$work"
+step grid_paper_budget 140 python3 bench/grid_throughput.py --device cuda --methods $paper_methods --runs 30 \
+    --epochs 2 --paper-budget --skip-sequential --data-root "$work/data" --data-source "$data" --out "$work"
 step cnn_throughput 100 python3 bench/cnn_throughput.py --device cuda --quick --dataset fashion_mnist \
     --data-root "$work/data" --data-source "$data" --out "$work"
 
