@@ -116,6 +116,9 @@ def test_forward_and_backward_on_a_batch_of_two(name, shape) -> None:
 def test_mixed_precision_covers_the_trunk_only() -> None:
     torch.manual_seed(0)
     model = build_model("resnet50", (3, 32, 32), 10)
+    for layer in sparse_layers(model):  # a new sparse layer has no links: give the head some
+        links = torch.arange(0, layer.in_features * layer.out_features, 97)
+        layer.set_links(links, torch.randn(links.numel()) * 0.1)
     configure_performance(model, torch.device("cpu"), mixed_precision=None, channels_last=None)
     assert model.trunk_autocast is None and not model.channels_last  # automatic: off on CPU
     x = torch.randn(2, 3, 32, 32)
