@@ -177,12 +177,19 @@ def _count_dtype(layer: Layer) -> type:
 
 
 def _factor_tables(layer: Layer, rule: Rule, values: type) -> tuple[np.ndarray, ...]:
-    """(offsets, factors) of the row nodes, then of the column nodes (see :func:`factor_table`)."""
+    """(offsets, factors) of the row nodes, then of the column nodes: node ``z`` with ``c`` common
+    neighbours has the factor ``factors[offsets[z] + c]`` (as :func:`factor_table`).
+
+    Nodes of equal degree share one run of the table, built by :func:`factor_table` over the distinct
+    degrees only: a few tiny torch ops, which never wake torch's thread pool (whose spinning threads
+    would compete with the kernels' own).
+    """
     tables = []
     for ptr in (layer.row_ptr, layer.col_ptr):
-        degree = torch.from_numpy(np.diff(ptr.view(np.int64)))
-        offsets, factors = factor_table(rule.factor, degree, torch.float64 if values is np.float64 else torch.float32)
-        tables += [offsets.numpy().view(np.uint64), factors.numpy()]
+        distinct, of_node = np.unique(np.diff(ptr.view(np.int64)), return_inverse=True)
+        offsets, factors = factor_table(rule.factor, torch.from_numpy(distinct),
+                                        torch.float64 if values is np.float64 else torch.float32)
+        tables += [offsets.numpy().view(np.uint64)[of_node], factors.numpy()]
     return tuple(tables)
 
 
