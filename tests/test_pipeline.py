@@ -169,7 +169,7 @@ def check_tiny_pipeline_outputs(workdir: Path, config: dict) -> None:
     for name in ["anp_over_steps", *(f"degree_distribution_{m}" for m in config["methods"] if get_method(m).sparse)]:
         assert (panel / f"{name}.png").stat().st_size > 0 and (panel / f"{name}.pdf").exists()
     assert (results / "figures" / "mlp-dim1" / "density0.01" / "learning_curves.png").exists()
-    logs = workdir / "logs" / config["experiment"]
+    logs = results / "logs"
     assert list((logs / "train").rglob("*.log")) and list((results / "benchmarks").rglob("*.tsv"))
 
     tracked = mlflow_runs(results, config["experiment"])
