@@ -195,7 +195,7 @@ def check_tiny_pipeline_outputs(workdir: Path, config: dict, train_rule: str = "
     assert set(claims["comparison"].dropna()) == {m for m in config["methods"] if m != "cht"}
     assert set(claims["verdict"]) == {"inconclusive"}  # one seed
     assert (results / "tables" / "claims.md").read_text().startswith(f"Claims tested: {len(claims)} (")
-    logs = workdir / "logs" / config["experiment"]
+    logs = results / "logs"
     assert list((logs / train_rule).rglob("*.log")) and list((results / "benchmarks").rglob("*.tsv"))
 
     tracked = mlflow_runs(results, config["experiment"])
