@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from cht.analysis import active_neurons, layered_graph, network_metrics
+from cht.analysis.graph import active_neurons_of_links
 from cht.analysis.synthetic import group_of_neurons, stochastic_block_masks
+from cht.sparse import links as L
 
 
 def reference_active_counts(masks: list[np.ndarray]) -> list[int]:
@@ -36,6 +38,16 @@ def test_active_neurons_matches_reference(seed: int, density: float) -> None:
     assert activity.sizes == sizes
     assert activity.anp == pytest.approx(sum(expected) / sum(sizes))
     assert activity.anp_per_layer == pytest.approx([c / s for c, s in zip(expected, sizes)])
+    # The same count from link sets (positions o * n_in + i, layer convention (out, in)).
+    link_sets = [L.from_mask(mask.t()) for mask in masks]
+    assert active_neurons_of_links(link_sets, [(b, a) for a, b in zip(sizes[:-1], sizes[1:])]) == activity
+
+
+def test_active_neurons_of_links_needs_one_link_set_per_shape() -> None:
+    with pytest.raises(ValueError, match="one link set per shape"):
+        active_neurons_of_links([torch.arange(3)], [(3, 2), (2, 3)])
+    with pytest.raises(ValueError, match="one link set per shape"):
+        active_neurons_of_links([], [])
 
 
 def test_active_neurons_accepts_numpy() -> None:
