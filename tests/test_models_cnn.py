@@ -155,8 +155,9 @@ def test_new_options_at_their_automatic_value_keep_the_identity() -> None:
     import hashlib
     import json
 
-    from cht.config import OBSERVATION_FIELDS
-    relevant = {k: v for k, v in legacy.items() if k not in OBSERVATION_FIELDS}
+    from dataclasses import fields
+    observation = {f.name for f in fields(TrainConfig) if f.metadata["observation"]}
+    relevant = {k: v for k, v in legacy.items() if k not in observation}
     assert config.identity() == hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
     assert TrainConfig(model="vgg16", num_workers=3, tracking=False).identity() == config.identity()
     assert TrainConfig(model="vgg16", mixed_precision=False, tracking=False).identity() != config.identity()
