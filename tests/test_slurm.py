@@ -61,8 +61,10 @@ def test_tiny_pipeline_runs_through_the_slurm_profile(tmp_path) -> None:
     result = snakemake(workdir, "--configfile", str(TEST_CONFIG), "--workflow-profile", str(profile))
     assert result.returncode == 0, result.stderr[-5000:]
     submitted = result.stderr.count("submitted with SLURM jobid")
-    assert submitted == 2 * len(config["methods"])  # train and analyze_topology; the rest run locally
+    # One train job per run, one analyze_topology and one network_figures job for the setting; the rest run
+    # locally.
+    assert submitted == len(config["methods"]) * len(config["seeds"]) + 2
     check_tiny_pipeline_outputs(workdir, config)
     cluster_jobs = [run for run in mlflow_runs(workdir / "results", config["experiment"])
-                    if run.data.tags.get("snakemake.rule") in ("train", "analyze_topology")]
+                    if run.data.tags.get("snakemake.rule") in ("train", "analyze_topology", "network_figures")]
     assert len({run.data.tags["slurm.job_id"] for run in cluster_jobs}) == submitted
