@@ -341,3 +341,23 @@ def test_pins_satisfy_the_package_requirements_and_conda_files_use_them() -> Non
     assert conda_pins(ROOT / "envs" / "cht.yaml") == {name: pins[name] for name in per_rule}
     everything = set(pins) - conda_only_with_cuda
     assert conda_pins(ROOT / "environment.yml") == {name: pins[name] for name in everything}
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_protocol_ablation_runs_end_to_end_with_reduced_epochs(tmp_path) -> None:
+    """config/protocol_ablation.yaml as shipped (its methods and both protocols), with a CPU-sized budget:
+    every run trains under each protocol, and the claims table compares CHT's margin across protocols."""
+    config = yaml.safe_load((ROOT / "config" / "protocol_ablation.yaml").read_text())
+    config["seeds"], config["results_dir"] = [0, 1], "results"
+    config["train"] = {**config["train"], "epochs": 2, "max_train_samples": 300, "max_test_samples": 300}
+    config["analysis"] = {**config.get("analysis", {}), "embedding": False}
+    path = tmp_path / "ablation.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "--configfile", str(path), "--cores", "2", timeout=900)
+    assert result.returncode == 0, result.stderr[-5000:]
+    runs = pd.read_csv(tmp_path / "results" / "tables" / "runs.csv")
+    assert len(runs) == len(config["methods"]) * len(config["protocols"]) * len(config["seeds"])
+    assert set(runs["protocol"]) == {"uniform", "released"}
+    claims = pd.read_csv(tmp_path / "results" / "tables" / "claims.csv")
+    assert set(claims["protocol"].dropna()) >= {"uniform", "released"}
