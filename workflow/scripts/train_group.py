@@ -9,6 +9,7 @@ from jobs import job_tracker, logged
 
 from cht.config import TrainConfig
 from cht.grouped import train_group
+from cht.io import CheckpointError, load_tensors
 
 with logged(snakemake):
     torch.set_num_threads(snakemake.threads)
@@ -17,9 +18,15 @@ with logged(snakemake):
     checkpoint = Path(snakemake.params.checkpoint)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state["identities"] != [c.identity() for c in configs] or state["epoch"] + 1 >= configs[0].epochs:
-            print(f"starting afresh: {checkpoint} belongs to another group or a finished one")
+        try:
+            state = load_tensors(checkpoint)
+            reason = ("it belongs to another group or a finished one"
+                      if state["identities"] != [c.identity() for c in configs] or state["epoch"] + 1 >= configs[0].epochs
+                      else None)
+        except (CheckpointError, KeyError, TypeError) as error:
+            reason = f"it is not a readable group checkpoint ({error})"
+        if reason:
+            print(f"starting afresh: {checkpoint}: {reason}")
             checkpoint.unlink()
         else:
             print(f"resuming from {checkpoint} after epoch {state['epoch'] + 1}")
