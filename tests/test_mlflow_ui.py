@@ -29,7 +29,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 EXPERIMENT = "cht-ui-test"
 TRAIN_NAME = "set s0 · fashion_mnist mlp d1 1%"
-TARGET = "results/runs/fashion_mnist/mlp-dim1/density0.01/set/seed0/metrics.json"
+TARGET = "results/runs/fashion_mnist/mlp-dim1/density0.01/uniform/set/seed0/metrics.json"
 SPA_TIMEOUT = 45  # the single-page app needs ~10 s to render its first table on a busy 2-core machine
 
 pytestmark = [

@@ -425,7 +425,7 @@ def test_ctrl_c_ends_the_pipeline_and_its_training_run_killed_with_the_traceback
     config = write_config(tmp_path / "interrupt.yaml", methods=["set"], experiment="cht-interrupt-test",
                           train={"epochs": 50, "batch_size": 32, "max_train_samples": 2000, "max_test_samples": 200,
                                  "device": "cpu"})
-    target = "results/runs/fashion_mnist/mlp-dim1/density0.01/set/seed0/metrics.json"
+    target = "results/runs/fashion_mnist/mlp-dim1/density0.01/uniform/set/seed0/metrics.json"
     environment = {k: v for k, v in os.environ.items() if k not in (PARENT_RUN_ENV, "MLFLOW_TRACKING_URI")}
     process = subprocess.Popen(snakemake_command(tmp_path, "--configfile", str(config), "--cores", "1", target),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
