@@ -57,7 +57,7 @@ MODEL_TRAINING_KIND = "custom_model_development"
 BATCH_LIMIT = 100
 PARAM_VALUE_LIMIT = 6000
 # Wildcards of the pipeline in the order a run name shows them: what differs between runs comes first.
-NAME_ORDER = ("method", "seed", "dataset", "model", "dim", "density")
+NAME_ORDER = ("method", "seed", "dataset", "model", "dim", "density", "protocol")
 T = TypeVar("T")
 
 
@@ -165,9 +165,12 @@ def describe_run(values: Mapping[str, Any]) -> str:
 
     ``{"method": "cht", "seed": 2, "dataset": "fashion_mnist", "model": "mlp", "dim": 1, "density": 0.01}``
     → ``cht s2 · fashion_mnist mlp d1 1%``; missing keys are left out, unknown ones appended as ``key=value``.
+    The default protocol (``uniform``) is left out too; ``released`` is appended as a word.
     """
+    values = {key: value for key, value in values.items() if not (key == "protocol" and value == "uniform")}
     parts = {"method": str, "seed": lambda seed: f"s{seed}", "dataset": str, "model": str,
-             "dim": lambda dim: f"d{dim}", "density": lambda density: f"{float(density) * 100:g}%"}
+             "dim": lambda dim: f"d{dim}", "density": lambda density: f"{float(density) * 100:g}%",
+             "protocol": str}
     head = [parts[key](values[key]) for key in NAME_ORDER[:2] if key in values]
     tail = [parts[key](values[key]) for key in NAME_ORDER[2:] if key in values]
     tail += [f"{key}={value}" for key, value in values.items() if key not in parts]
@@ -206,6 +209,19 @@ def resolved_params(config: TrainConfig, method: Method, device: torch.device | 
         else:
             params.pop(key)
     params["device"] = str(device)
+    # Options left automatic are logged as what they resolve to, or left out where they do not apply.
+    from cht.models import is_convolutional
+
+    params["augment"] = config.augmentation()
+    convolutional = is_convolutional(config.model)
+    for key in ("mixed_precision", "channels_last"):
+        if params[key] is None:
+            if convolutional:
+                params[key] = str(device).startswith("cuda")
+            else:
+                params.pop(key)
+    if params["num_workers"] is None:
+        params.pop("num_workers")
     for key in ("max_train_samples", "max_test_samples"):
         if params[key] is None:
             params[key] = "all"

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from cht.dst import get_method
 from cht.tracking import default_tracking_uri, store_lock
 from test_pipeline import needs_fashion_mnist, snakemake, write_config
 
@@ -168,7 +169,7 @@ def test_ui_shows_readable_runs_params_accuracy_chart_and_artifacts(store_and_se
     close_assistant(browser)
     page = browser.find_element(By.TAG_NAME, "body").text
     for name, value in (("zeta", "0.3"), ("update_unit", "epoch"), ("device", "cpu"),
-                        ("rules.removal", "MagnitudeRemoval()"), ("rules.regrowth", "RandomRegrowth()")):
+                        ("rules.removal", repr(get_method("set").removal)), ("rules.regrowth", "RandomRegrowth()")):
         assert f"\n{name}\n{value}\n" in page, (name, value)
     assert "None" not in page.split("Parameters", 1)[1].split("About this run", 1)[0]
     assert f"Parent run\n{pipeline.info.run_name}" in page and "Created by\n" in page

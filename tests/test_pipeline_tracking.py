@@ -490,7 +490,7 @@ def test_training_logs_what_it_resolved_and_metrics_on_their_own_axes(tmp_path, 
     assert run.info.run_name == "set s0 · fashion_mnist mlp d1 1%"
     expected_device = "cuda" if torch.cuda.is_available() else "cpu"
     assert run.data.params["device"].startswith(expected_device) and run.data.params["zeta"] == "0.3"
-    assert run.data.params["rules.removal"] == "MagnitudeRemoval()"
+    assert run.data.params["rules.removal"] == repr(get_method("set").removal)
     assert metrics["config"]["zeta"] == 0.3 and metrics["config"]["device"].startswith(expected_device)
     assert metrics["config"]["rules"]["regrowth"] == "RandomRegrowth()"
     client = client_for(results)
