@@ -47,7 +47,7 @@ from cht.sparse.layer import LinkGeometry, SparseLinear
 from cht.tracking import Tracker
 from cht.data.batches import TensorBatches
 from cht.io import load_tensors, save_tensors_atomic
-from cht.train import (History, build_run, check_finite, configured_method, evaluate, finish_run,
+from cht.train import (INITIAL_MASKS, History, build_run, check_finite, configured_method, evaluate, finish_run,
                        load_run_data, log_epoch, lr_factor, open_run, record_update, resolve_device, run_params,
                        seed_everything)
 
@@ -394,6 +394,9 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
                 open_run(member.tracker, member.config, member.out_dir, member.params, device, data.checksum,
                          member.initial_masks)
                 member.tracker.set_tags(group_tags)
+        for member in members:  # a workflow manager removes a killed job's outputs
+            if not (member.out_dir / INITIAL_MASKS).exists():
+                save_tensors_atomic(member.out_dir / INITIAL_MASKS, member.initial_masks)
         for epoch in range(start_epoch, shared.epochs):
             started = time.perf_counter()
             optimizer.set_lr([c.lr * lr_factor(epoch, c) for c in configs])

@@ -317,6 +317,8 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     with tracker.run():
         if start_epoch == 0:
             open_run(tracker, config, out_dir, params, device, data.checksum, initial_masks)
+        elif not (out_dir / INITIAL_MASKS).exists():  # a workflow manager removes a killed job's outputs
+            save_tensors_atomic(out_dir / INITIAL_MASKS, initial_masks)
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             model.train()
