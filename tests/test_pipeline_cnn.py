@@ -62,7 +62,7 @@ def test_cpu_cnn_config_runs_end_to_end(tmp_path: Path) -> None:
     results = tmp_path / config["results_dir"]
     runs = pd.read_csv(results / "tables" / "runs.csv")
     assert sorted(runs["method"]) == sorted(config["methods"]) and set(runs["model"]) == {"vgg16"}
-    setting = "fashion_mnist/vgg16-dim1/density0.01"
+    setting = "fashion_mnist/vgg16-dim1/density0.01/uniform"
     for method in config["methods"]:
         metrics = json.loads((results / "runs" / setting / method / "seed0" / "metrics.json").read_text())
         assert metrics["model"] == "vgg16" and len(metrics["test_accuracy"]) == config["train"]["epochs"]

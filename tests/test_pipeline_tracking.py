@@ -446,7 +446,8 @@ def test_ctrl_c_ends_the_pipeline_and_its_training_run_killed_with_the_traceback
 @needs_fashion_mnist
 def test_a_cli_run_killed_in_its_first_epoch_is_closed_by_the_next_run(tmp_path, fashion_root) -> None:
     results = tmp_path / "results"
-    command = [sys.executable, "-m", "cht", "train", "--method", "set", "--epochs", "1", "--device", "cpu",
+    # The masked backend keeps the first epoch long enough (tens of seconds) to kill the run inside it.
+    command = [sys.executable, "-m", "cht", "train", "--method", "set", "--epochs", "1", "--device", "cpu", "--backend", "masked",
                "--data-root", str(fashion_root), "--results-dir", str(results), "--out", str(tmp_path / "run"),
                "--experiment", "cli-kill", "--no-progress"]
     environment = {k: v for k, v in os.environ.items() if k not in (PARENT_RUN_ENV, "MLFLOW_TRACKING_URI")}
