@@ -155,3 +155,33 @@ def test_unreachable_tracking_server_is_a_clear_error(fashion_root, tmp_path, mo
     with pytest.raises(TrackingError, match="unreachable"):
         train(quick_config(fashion_root, epochs=1, tracking=True), tmp_path / "run", tracker)
     assert not (tmp_path / "run/metrics.json").exists()
+
+
+@pytest.mark.parametrize("schedule", [dict(update_interval=1),  # after every epoch but the last
+                                      dict(update_unit="step", update_interval=19)])  # 19 steps = one epoch
+def test_an_evaluation_never_directly_follows_a_topology_update(fashion_root, tmp_path, monkeypatch,
+                                                                 schedule) -> None:
+    """Every per-epoch accuracy is measured on a topology trained for a whole epoch: an update scheduled on
+    an epoch's last step waits for that epoch's evaluation."""
+    events = []
+    real_evaluate, real_update, real_step = cht.train.evaluate, cht.train.Evolution.update, cht.train.after_optimizer_step
+
+    def evaluate(*args, **kwargs):
+        events.append("evaluate")
+        return real_evaluate(*args, **kwargs)
+
+    def update(self, *args, **kwargs):
+        events.append("update")
+        return real_update(self, *args, **kwargs)
+
+    def step(*args, **kwargs):
+        events.append("step")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(cht.train, "evaluate", evaluate)
+    monkeypatch.setattr(cht.train.Evolution, "update", update)
+    monkeypatch.setattr(cht.train, "after_optimizer_step", step)
+    metrics = train(quick_config(fashion_root, method="cht", epochs=3, **schedule), tmp_path)
+    assert events.count("update") == len(metrics["evolution"]) >= 2
+    assert events.count("evaluate") == 3
+    assert all(not (first == "update" and second == "evaluate") for first, second in zip(events, events[1:]))
