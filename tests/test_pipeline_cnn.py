@@ -70,4 +70,4 @@ def test_cpu_cnn_config_runs_end_to_end(tmp_path: Path) -> None:
         assert (results / "runs" / setting / method / "seed0" / "topology.json").exists()
     panel = results / "figures" / setting
     assert (panel / "anp_over_steps.png").exists() and (panel / "degree_distribution_cht.png").exists()
-    assert (results / "figures" / "vgg16-dim1" / "density0.01" / "learning_curves.png").exists()
+    assert (results / "figures" / "vgg16-dim1" / "density0.01" / "uniform" / "learning_curves.png").exists()

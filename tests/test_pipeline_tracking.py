@@ -378,9 +378,10 @@ def wait_for(condition, what: str, timeout: float = 300) -> None:
 def test_rerun_after_a_hard_kill_closes_the_dead_runs_and_moves_the_resumed_one(tmp_path) -> None:
     experiment = "cht-hard-kill-test"
     config = write_config(tmp_path / "kill.yaml", methods=["static", "set"], experiment=experiment,
+                          # the masked backend keeps epochs long enough to kill the pipeline between them
                           train={"epochs": 3, "batch_size": 32, "max_train_samples": 2000, "max_test_samples": 200,
-                                 "device": "cpu"})
-    targets = [f"results/runs/fashion_mnist/mlp-dim1/density0.01/{method}/seed0/metrics.json"
+                                 "device": "cpu", "backend": "masked"})
+    targets = [f"results/runs/fashion_mnist/mlp-dim1/density0.01/uniform/{method}/seed0/metrics.json"
                for method in ("static", "set")]
     process = subprocess.Popen(snakemake_command(tmp_path, "--configfile", str(config), "--cores", "2", *targets),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -438,7 +439,7 @@ def test_ctrl_c_ends_the_pipeline_and_its_training_run_killed_with_the_traceback
               for run in runs_of(tmp_path / "results", "cht-interrupt-test")}
     assert states == {"pipeline": "KILLED", "download_dataset": "FINISHED", "train": "KILLED"}
     run_dir = Path(target.removeprefix("results/runs/")).parent
-    log = (tmp_path / "logs" / "cht-interrupt-test" / "train" / run_dir).with_suffix(".log")
+    log = (tmp_path / "results" / "logs" / "train" / run_dir).with_suffix(".log")
     assert "Traceback (most recent call last)" in log.read_text() and "KeyboardInterrupt" in log.read_text()
 
 
