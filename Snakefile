@@ -1,6 +1,6 @@
 """Reproduction pipeline: datasets → training runs → topology analysis → tables → figures → report.
 
-    snakemake --cores all                                  # quick reproduction (config/config.yaml)
+    snakemake --cores all                                  # default reproduction (config/config.yaml)
     snakemake --report results/report.html                 # HTML report of its figures and tables
     snakemake --cores all --configfile config/paper.yaml   # the paper's grid (GPUs or a cluster)
     snakemake --workflow-profile profiles/slurm --configfile config/paper.yaml   # on SLURM

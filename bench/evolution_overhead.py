@@ -43,7 +43,7 @@ from cht.dst import Evolution, Method, available_methods, get_method  # noqa: E4
 from cht.models import build_model  # noqa: E402
 from cht.config import BACKEND_CHOICES  # noqa: E402
 from cht.sparse import after_optimizer_step, sparse_layers  # noqa: E402
-from cht.train import build_sparse_topology, final_link_counts, resolve_backend  # noqa: E402
+from cht.train import build_sparse_topology, final_link_counts, resolve_backend, store_layers  # noqa: E402
 
 DATASET = "fashion_mnist"
 DENSITY = 0.01
@@ -76,8 +76,7 @@ def prepare(method_name: str, inputs: torch.Tensor, targets: torch.Tensor, devic
     build_sparse_topology(model, config, inputs)
     layers = sparse_layers(model)
     backend = resolve_backend(config, device)
-    for layer in layers:
-        layer.to_backend(backend)
+    store_layers(layers, backend)
     model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)

@@ -33,6 +33,7 @@ from common import device_name, markdown_table, write_results  # noqa: E402
 
 from cht.config import TrainConfig  # noqa: E402
 from cht.data import load_tensors, prepare_dataset  # noqa: E402
+from cht.data.batches import TensorBatches  # noqa: E402
 from cht.dst import Evolution, get_method  # noqa: E402
 from cht.init import init_topology, init_weights  # noqa: E402
 from cht.init.topology import InitContext  # noqa: E402
@@ -89,7 +90,7 @@ def scale_check(args: argparse.Namespace) -> dict:
         after_optimizer_step(layers)
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    accuracy = evaluate(model, x_test, y_test)
+    accuracy = evaluate(model, TensorBatches(x_test, y_test, args.batch_size))
     eval_seconds = time.perf_counter() - started
     record = evolution.update(progress=1 / 3, epoch=1, step=steps)
     return {"check": f"cht_scale_784_3x{args.width}", "device": device_name(torch.device("cpu")),

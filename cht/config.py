@@ -103,7 +103,8 @@ class TrainConfig:
     seed: int = option(0, "random seed of every generator", minimum=0, maximum=MAX_SEED, pipeline="grid")
     device: str = option("auto", "auto (CUDA when present), cpu, mps, cuda or cuda:N",
                          pattern="^(auto|cpu|mps|cuda(:[0-9]+)?)$", observation=True)
-    backend: str = option("auto", "sparse-layer storage: auto (sparse on a CPU at density <= 0.1, else masked), "
+    backend: str = option("auto", "sparse-layer storage: auto (on a CPU each layer sparse while its density <= 0.1 "
+                                  "and masked above; masked on a GPU), "
                                   "masked (dense weight and mask) or sparse (links only, O(batch x links) kernels)",
                           choices=["auto", "masked", "sparse"], observation=True)
     max_train_samples: int | None = option(None, "use only the first N training samples", minimum=1)

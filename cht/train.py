@@ -105,14 +105,27 @@ def final_link_counts(model: nn.Module, config: TrainConfig) -> list[int]:
 
 
 def resolve_backend(config: TrainConfig, device: torch.device, sparse: bool = True) -> str:
-    """The storage backend of the sparse layers: ``auto`` takes the sparse one on the CPU at densities
-    where it is faster (``SPARSE_BACKEND_MAX_DENSITY``, from ``bench/train_throughput.py``). A dense
-    model (``sparse=False``) has no sparse layers: ``dense``."""
+    """The storage backend of the sparse layers. ``auto`` on a CPU stays ``auto``: each layer is stored
+    sparse while its density is at most ``SPARSE_BACKEND_MAX_DENSITY`` and masked above it
+    (:func:`store_layers`), so GraNet and CHTss, which start at 50%, train masked until their
+    density schedule has thinned a layer. On other devices ``auto`` is masked. A dense model
+    (``sparse=False``) has no sparse layers: ``dense``."""
     if not sparse:
         return "dense"
     if config.backend != "auto":
         return config.backend
-    return "sparse" if device.type == "cpu" and config.density <= SPARSE_BACKEND_MAX_DENSITY else "masked"
+    return "auto" if device.type == "cpu" else "masked"
+
+
+def store_layers(layers: list, backend: str, optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Store the layers by ``backend``, carrying weights and optimiser state across. ``auto`` stores each
+    one the way that trains it fastest on a CPU at its current density (the crossover measured by
+    ``bench/train_throughput.py``)."""
+    for layer in layers:
+        if backend == "auto":
+            layer.to_backend("sparse" if layer.density <= SPARSE_BACKEND_MAX_DENSITY else "masked", optimizer)
+        elif backend != "dense":
+            layer.to_backend(backend, optimizer)
 
 
 def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: torch.Tensor | None) -> None:
@@ -195,9 +208,10 @@ def build_run(config: TrainConfig, method: Method, x_train: torch.Tensor | None,
     sparse layers stored by ``backend``."""
     spec = DATASETS[config.dataset]
     model = build_model(config.model, spec.input_shape, spec.num_classes, dim=config.dim, sparse=method.sparse,
-                        backend="masked" if backend == "dense" else backend)
+                        backend="masked" if backend in ("dense", "auto") else backend)
     build_sparse_topology(model, config, x_train)
     layers = sparse_layers(model)
+    store_layers(layers, backend)
     return BuiltRun(model, layers, [layer.n_links for layer in layers], layer_links(layers),
                     final_link_counts(model, config))
 
@@ -217,10 +231,13 @@ def open_run(tracker: Tracker, config: TrainConfig, out_dir: Path, params: dict[
 
 
 def record_update(evolution: Evolution, history: History, tracker: Tracker, steps_done: int, total_steps: int,
-                  epoch: int) -> None:
-    """Run a due topology update and record it."""
+                  epoch: int, backend: str = "masked") -> None:
+    """Run a due topology update and record it; with ``backend: auto`` each layer then moves to the storage
+    that suits its new density."""
     record = evolution.update(steps_done / total_steps, epoch=epoch, step=steps_done)
     evolution.capture_gradients(False)
+    if backend == "auto":
+        store_layers(evolution.layers, backend, evolution.optimizer)
     history.evolution.append(record.to_dict())
     history.anp.append(record.anp)
     tracker.log_metrics(evolution_metrics(record.to_dict()), step=steps_done)
@@ -288,6 +305,7 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     state = load_checkpoint(checkpoint_path, config.identity()) if checkpoint_path.exists() else None
     if state is not None:
         model.load_state_dict(state["model"])  # before the optimiser: sparse layers get new parameters
+        store_layers(layers, backend)  # as the checkpointed run stored them at this density
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, config))
@@ -338,7 +356,8 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
                 after_optimizer_step(layers)
                 total_loss += loss.detach() * len(targets)
                 if update_due and not epoch_end:
-                    record_update(evolution, history, tracker, steps_done, total_steps, epoch + 1)
+                    record_update(evolution, history, tracker, steps_done, total_steps, epoch + 1,
+                                  backend=backend)
                 elif update_due:
                     pending_update = steps_done  # after this epoch's evaluation
             scheduler.step()
@@ -347,7 +366,8 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
             history.test_accuracy.append(evaluate(model, data.test))
             history.train_loss.append(train_loss)
             if pending_update:
-                record_update(evolution, history, tracker, pending_update, total_steps, epoch + 1)
+                record_update(evolution, history, tracker, pending_update, total_steps, epoch + 1,
+                              backend=backend)
             history.epoch_seconds.append(time.perf_counter() - started)
             log_epoch(tracker, config, history, epoch, optimizer.param_groups[0]["lr"])
             state = {

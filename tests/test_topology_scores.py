@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cht.topology import available_rules, count_l3_paths, link_scores
-from cht.topology import graph, numba_kernels
+from cht.topology import graph, numba_kernels, torch_kernels
 
 PATH_RULES = ("CH3-L3", "CH2-L3", "CH1-L3", "RA-L3")
 NODE_RULES = ("CH3-L3n", "CH2-L3n")
@@ -228,6 +228,54 @@ def test_numba_and_torch_backends_agree_on_a_larger_layer(rule: str) -> None:
     numba_scores = link_scores(mask, rule, dtype=torch.float64, backend="numba")
     torch_scores = link_scores(mask, rule, dtype=torch.float64, backend="torch", chunk_paths=5000)
     torch.testing.assert_close(numba_scores, torch_scores, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("rule", NODE_RULES)
+@pytest.mark.parametrize("case", range(len(RANDOM_CASES)))
+def test_dense_products_match_slow_reference_for_node_rules(case: int, rule: str) -> None:
+    mask, expected = random_case(case, rule)
+    assert_exact(link_scores(mask, rule, dtype=torch.float64, backend="matmul"), expected)
+
+
+@pytest.mark.parametrize("rule", NODE_RULES)
+@pytest.mark.parametrize("name", list(SPECIAL_LAYERS))
+def test_dense_products_match_slow_reference_on_special_layers(name: str, rule: str) -> None:
+    mask = SPECIAL_LAYERS[name]
+    assert_exact(link_scores(mask, rule, dtype=torch.float64, backend="matmul"), reference(mask, rule))
+
+
+def test_float32_dense_products_are_close_to_the_reference() -> None:
+    mask = random_layer((50, 64), 0.45, seed=29, isolate=False)
+    got = link_scores(mask, "CH3-L3n", backend="matmul")
+    assert got.dtype == torch.float32 and bool((got[mask] == 0).all())
+    torch.testing.assert_close(got.double(), reference(mask, "CH3-L3n"), rtol=1e-5, atol=0)
+
+
+def test_auto_scores_node_rules_of_dense_layers_by_dense_products(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GraNet and CHTss start at 50% density, where walking the paths costs thousands of times more."""
+    calls = []
+    dense_node_scores = torch_kernels.dense_node_scores
+    monkeypatch.setattr(torch_kernels, "dense_node_scores", lambda *args: calls.append(args) or dense_node_scores(*args))
+    dense = random_layer((60, 52), 0.5, seed=23, isolate=False)
+    assert_exact(link_scores(dense, "CH2-L3n", dtype=torch.float64), reference(dense, "CH2-L3n"))
+    assert len(calls) == 1
+    link_scores(random_layer((400, 300), 0.01, seed=24), "CH2-L3n")
+    link_scores(dense, "CH3-L3")  # path rules always walk their paths
+    assert len(calls) == 1
+
+
+def test_matmul_backend_refuses_path_rules() -> None:
+    with pytest.raises(ValueError, match="node-based"):
+        link_scores(torch.ones(3, 4, dtype=torch.bool), "CH3-L3", backend="matmul")
+
+
+@pytest.mark.parametrize("shape, density", [((13, 17), 0.3), ((40, 9), 0.5), ((6, 6), 0.0)])
+def test_dense_product_work_counts_every_walk(shape: tuple[int, int], density: float) -> None:
+    mask = random_layer(shape, density, seed=5, isolate=False)
+    outputs_of, inputs_of = _neighbourhoods(mask)
+    walks = sum(len(outputs_of[k]) for i in range(shape[0]) for u in outputs_of[i] for k in inputs_of[u])
+    multiply_adds, counted = torch_kernels.dense_product_work(mask)
+    assert counted == walks and multiply_adds == 2 * shape[0] * shape[1] * sum(shape)
 
 
 @pytest.mark.parametrize("shape, density", [((13, 17), 0.3), ((40, 9), 0.5), ((1, 5), 1.0), ((6, 6), 0.0)])

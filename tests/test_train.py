@@ -106,6 +106,30 @@ def test_a_masked_run_resumes_on_the_sparse_backend_and_reports_its_topology(fas
     assert len(resumed["early_stop_update"]) == 3
 
 
+def test_auto_backend_trains_dense_layers_masked_until_the_schedule_thins_them(fashion_root, tmp_path,
+                                                                                monkeypatch) -> None:
+    """GraNet starts at 50% density: on the CPU its layers train masked, then sparse once at most 10% dense,
+    and a run resumed in between stores them alike and ends identical."""
+    config = quick_config(fashion_root, method="granet", update_interval=1, epochs=4)
+    stored = []
+    store_layers = cht.train.store_layers
+
+    def spy(layers, backend, optimizer=None) -> None:
+        store_layers(layers, backend, optimizer)
+        stored.append([(layer.density, layer.backend) for layer in layers])
+
+    monkeypatch.setattr(cht.train, "store_layers", spy)
+    uninterrupted = train(config, tmp_path / "full")
+    assert uninterrupted["backend"] == "auto"
+    assert [backend for _, backend in stored[0]] == ["masked"] * 3
+    assert [backend for _, backend in stored[-1]] == ["sparse"] * 3
+    assert all(backend == ("sparse" if density <= cht.train.SPARSE_BACKEND_MAX_DENSITY else "masked")
+               for layers in stored for density, backend in layers)
+    resumed = interrupted_then_resumed(config, tmp_path / "resumed", monkeypatch, crash_epoch=3)
+    assert comparable(resumed) == comparable(uninterrupted)
+    assert same_final_weights(tmp_path / "full", tmp_path / "resumed")
+
+
 def test_checkpoint_of_another_config_is_refused(fashion_root, tmp_path) -> None:
     train(quick_config(fashion_root, epochs=1), tmp_path)
     with pytest.raises(RuntimeError, match="different configuration"):

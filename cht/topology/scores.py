@@ -16,7 +16,11 @@ from cht.topology import numba_kernels, torch_kernels, triton_kernels
 from cht.topology.graph import Bipartite
 from cht.topology.rules import get_rule
 
-BACKENDS = ("auto", "torch", "numba", "triton")
+BACKENDS = ("auto", "torch", "numba", "triton", "matmul")
+# Paths a path kernel walks in the time of one multiply-add of a dense product (measured with
+# bench/linkpred.py --rules CH3-L3n over densities): "auto" scores a node-based rule by dense products
+# when the layer has more paths than this many times their multiply-adds.
+PATHS_PER_MULTIPLY_ADD = 0.05
 # Triton supports NVIDIA GPUs of compute capability 8.0 and newer; "auto" uses plain torch on older ones.
 TRITON_MIN_CAPABILITY = (8, 0)
 
@@ -39,9 +43,11 @@ def link_scores(
             CPU; other floating dtypes are computed in float32 and cast.
         backend: ``"numba"`` (CPU only; compiled, parallel), ``"triton"`` (CUDA only; fused kernels
             that walk the paths row by row, without per-path index arrays), ``"torch"`` (any device;
-            the reference GPU path) or ``"auto"``: numba for CPU tensors when numba is
-            installed, triton for CUDA tensors when triton is installed and supports the GPU, torch
-            otherwise. With ``TRITON_INTERPRET=1`` set before triton is imported, ``"triton"`` also
+            the reference GPU path), ``"matmul"`` (node-based rules only, any device: dense
+            products whose cost ignores density, for dense layers) or ``"auto"``: matmul for a
+            node-based rule on a layer dense enough that it is cheaper than walking the paths (GraNet
+            and CHTss start at 50% density), else numba for CPU tensors when numba is installed, triton
+            for CUDA tensors when triton is installed and supports the GPU, torch otherwise. With ``TRITON_INTERPRET=1`` set before triton is imported, ``"triton"`` also
             runs on CPU tensors, in Triton's interpreter (slow: for checking the kernels without a GPU).
         chunk_paths: paths per work chunk of the torch kernels, bounding their transient memory
             (about 32 bytes per path); default :func:`default_chunk_paths`. The other backends
@@ -60,6 +66,10 @@ def link_scores(
     _check_mask(mask)
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype={dtype!r} must be a floating torch dtype such as torch.float32")
+    if backend == "matmul" and not spec.node_based:
+        raise ValueError(f"backend='matmul' computes node-based rules only; {rule} walks paths: use 'auto'")
+    if backend == "auto" and spec.node_based and _dense_products_cheaper(mask):
+        backend = "matmul"
     backend = _resolve_backend(backend, mask.device)
     if chunk_paths is None:
         chunk_paths = default_chunk_paths(mask.device)
@@ -67,6 +77,8 @@ def link_scores(
         raise ValueError(f"chunk_paths={chunk_paths!r} must be a positive integer (or None for the default)")
 
     compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    if backend == "matmul":
+        return torch_kernels.dense_node_scores(mask, spec.factor, compute_dtype).masked_fill_(mask, 0).to(dtype)
     if backend == "numba":
         return numba_kernels.link_scores(mask, spec, compute_dtype).to(dtype)
     transposed = mask.shape[1] > mask.shape[0]
@@ -110,6 +122,11 @@ def _check_mask(mask: torch.Tensor) -> None:
         raise ValueError(
             f"mask must be a 2-D bool tensor (n_in, n_out), got {described}; pass e.g. weight != 0"
         )
+
+
+def _dense_products_cheaper(mask: torch.Tensor) -> bool:
+    multiply_adds, paths = torch_kernels.dense_product_work(mask)
+    return paths > PATHS_PER_MULTIPLY_ADD * multiply_adds
 
 
 def _resolve_backend(backend: str, device: torch.device) -> str:
