@@ -168,9 +168,9 @@ def dense_product_work(mask: torch.Tensor) -> tuple[int, int]:
     The walks (the L3 paths and the few that revisit a node) number ``sum_u d_u · sum_{k in N(u)} d_k``:
     a matrix-vector product of the degrees, cheap next to either kernel."""
     n_in, n_out = mask.shape
-    in_degree = mask.sum(1, dtype=torch.float64)
-    onward = mask.T.to(torch.float64) @ in_degree  # per output u: the summed degrees of its inputs
-    walks = float(mask.sum(0, dtype=torch.float64) @ onward)
+    adjacency = mask.to(torch.float32)  # counts below 2**24 are exact; larger ones need only be close
+    onward = adjacency.T @ adjacency.sum(1)  # per output u: the summed degrees of its inputs
+    walks = float(adjacency.sum(0).double() @ onward.double())
     return 2 * n_in * n_out * (n_in + n_out), int(walks)
 
 
