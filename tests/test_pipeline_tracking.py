@@ -35,7 +35,13 @@ def embedded_store(monkeypatch) -> None:
 
 
 def client_for(results: Path) -> MlflowClient:
-    return MlflowClient(default_tracking_uri(results))
+    """A client of the results' store, opened as the pipeline opens it: under its lock, so that a store a
+    running job is still creating is not migrated twice at once."""
+    uri = default_tracking_uri(results)
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # creates or migrates the store while the lock is held
+    return client
 
 
 def runs_of(results: Path, experiment: str) -> list:
@@ -309,8 +315,7 @@ def test_interrupt_watch_remembers_the_signal_and_hands_it_on() -> None:
         watch = InterruptWatch([signal.SIGINT])
         assert not watch.interrupted
         with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)
+            signal.raise_signal(signal.SIGINT)  # to this thread: os.kill may land on another one of the process
         assert watch.interrupted and watch.received == signal.SIGINT
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -336,3 +336,12 @@ def test_cuda_scores_match_slow_reference(rule: str) -> None:
     assert_exact(got.cpu(), reference(mask, rule))
     with pytest.raises(ValueError, match="CPU"):
         link_scores(mask.cuda(), rule, backend="numba")
+
+
+@CUDA
+@pytest.mark.parametrize("rule", NODE_RULES)
+def test_cuda_dense_products_match_slow_reference(rule: str) -> None:
+    mask = random_layer((40, 36), 0.5, seed=22, isolate=False)
+    got = link_scores(mask.cuda(), rule, dtype=torch.float64, backend="matmul")
+    assert got.device.type == "cuda"
+    assert_exact(got.cpu(), reference(mask, rule))
