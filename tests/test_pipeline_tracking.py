@@ -310,13 +310,22 @@ def test_ctrl_c_ends_a_run_killed_and_a_crash_failed(tmp_path) -> None:
 
 
 def test_interrupt_watch_remembers_the_signal_and_hands_it_on() -> None:
+    """The watch records the signal and then does what the handler it replaced does: Python's default
+    raises KeyboardInterrupt, a custom handler is called. (Each case installs its previous handler itself:
+    libraries used by earlier tests may have replaced this process's.)"""
     previous = signal.getsignal(signal.SIGINT)
+    handled = []
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         watch = InterruptWatch([signal.SIGINT])
         assert not watch.interrupted
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)  # to this thread: os.kill may land on another one of the process
         assert watch.interrupted and watch.received == signal.SIGINT
+        signal.signal(signal.SIGINT, lambda number, frame: handled.append(number))
+        watch = InterruptWatch([signal.SIGINT])
+        signal.raise_signal(signal.SIGINT)
+        assert watch.received == signal.SIGINT and handled == [signal.SIGINT]
     finally:
         signal.signal(signal.SIGINT, previous)
 

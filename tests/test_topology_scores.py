@@ -255,7 +255,8 @@ def test_auto_scores_node_rules_of_dense_layers_by_dense_products(monkeypatch: p
     """GraNet and CHTss start at 50% density, where walking the paths costs thousands of times more."""
     calls = []
     dense_node_scores = torch_kernels.dense_node_scores
-    monkeypatch.setattr(torch_kernels, "dense_node_scores", lambda *args: calls.append(args) or dense_node_scores(*args))
+    monkeypatch.setattr(torch_kernels, "dense_node_scores",
+                        lambda *args: calls.append(args) or dense_node_scores(*args))
     dense = random_layer((60, 52), 0.5, seed=23, isolate=False)
     assert_exact(link_scores(dense, "CH2-L3n", dtype=torch.float64), reference(dense, "CH2-L3n"))
     assert len(calls) == 1

@@ -17,10 +17,10 @@ from cht.topology.graph import Bipartite
 from cht.topology.rules import get_rule
 
 BACKENDS = ("auto", "torch", "numba", "triton", "matmul")
-# Paths a path kernel walks in the time of one multiply-add of a dense product (measured with
-# bench/linkpred.py --rules CH3-L3n over densities): "auto" scores a node-based rule by dense products
-# when the layer has more paths than this many times their multiply-adds.
-PATHS_PER_MULTIPLY_ADD = 0.05
+# A walk of the path kernels costs about as much as 20 multiply-adds of a dense product (CH3-L3n at 784 x 784
+# breaks even between 5% and 10% density on a CPU): "auto" scores a node-based rule by dense products when
+# the layer has more walks than this fraction of their multiply-adds.
+MATMUL_MIN_WALKS_PER_MULTIPLY_ADD = 0.05
 # Triton supports NVIDIA GPUs of compute capability 8.0 and newer; "auto" uses plain torch on older ones.
 TRITON_MIN_CAPABILITY = (8, 0)
 
@@ -47,8 +47,9 @@ def link_scores(
             products whose cost ignores density, for dense layers) or ``"auto"``: matmul for a
             node-based rule on a layer dense enough that it is cheaper than walking the paths (GraNet
             and CHTss start at 50% density), else numba for CPU tensors when numba is installed, triton
-            for CUDA tensors when triton is installed and supports the GPU, torch otherwise. With ``TRITON_INTERPRET=1`` set before triton is imported, ``"triton"`` also
-            runs on CPU tensors, in Triton's interpreter (slow: for checking the kernels without a GPU).
+            for CUDA tensors when triton is installed and supports the GPU, torch otherwise. With
+            ``TRITON_INTERPRET=1`` set before triton is imported, ``"triton"`` also runs on CPU tensors,
+            in Triton's interpreter (slow: for checking the kernels without a GPU).
         chunk_paths: paths per work chunk of the torch kernels, bounding their transient memory
             (about 32 bytes per path); default :func:`default_chunk_paths`. The other backends
             hold no per-path memory and ignore it.
@@ -125,8 +126,8 @@ def _check_mask(mask: torch.Tensor) -> None:
 
 
 def _dense_products_cheaper(mask: torch.Tensor) -> bool:
-    multiply_adds, paths = torch_kernels.dense_product_work(mask)
-    return paths > PATHS_PER_MULTIPLY_ADD * multiply_adds
+    multiply_adds, walks = torch_kernels.dense_product_work(mask)
+    return walks > MATMUL_MIN_WALKS_PER_MULTIPLY_ADD * multiply_adds
 
 
 def _resolve_backend(backend: str, device: torch.device) -> str:
