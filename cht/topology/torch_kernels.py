@@ -1,12 +1,14 @@
 """Portable scorers in plain torch ops: the same code runs on CPU and CUDA.
 
-Every kernel enumerates L3 paths ``i - u - k - j`` (or the wedges inside them) as flat index tensors
-and accumulates with ``index_add_``, so the work is proportional to the number of paths, never to
+The path kernels enumerate L3 paths ``i - u - k - j`` (or the wedges inside them) as flat index tensors
+and accumulate with ``index_add_``, so the work is proportional to the number of paths, never to
 ``(n_in + n_out)**2``. Input rows are processed in chunks holding at most ``chunk_paths`` paths (a
-single row is never split), which bounds the transient memory.
+single row is never split), which bounds the transient memory. They expect ``n_out <= n_in`` (the caller
+transposes): the dense per-pair tables they keep are ``n_out x n_out`` and, per chunk, ``rows x n_in``;
+neither exceeds the layer or the chunk budget.
 
-Kernels expect ``n_out <= n_in`` (the caller transposes): the dense per-pair tables they keep are
-``n_out x n_out`` and, per chunk, ``rows x n_in``; neither exceeds the layer or the chunk budget.
+The one exception, :func:`dense_node_scores`, computes the node-based rules by dense products instead:
+its work ignores the density, which makes it the fast one on dense layers, where paths abound.
 
 On CUDA the float sums use atomic adds, so their last bits may differ from run to run.
 """
