@@ -107,8 +107,8 @@ def test_magnitude_removal_rejects_an_unknown_counting() -> None:
 
 # --- protocols ----------------------------------------------------------------------------------------------
 
-def test_both_protocols_are_registered_and_the_config_validates_the_name() -> None:
-    assert available_protocols() == ["released", "uniform"]
+def test_the_protocols_are_registered_and_the_config_validates_the_name() -> None:
+    assert available_protocols() == ["neurips2025", "released", "uniform"]
     assert TrainConfig().protocol == "uniform"
     with pytest.raises(ConfigError, match="protocol"):
         TrainConfig(protocol="faithful")

@@ -90,9 +90,11 @@ def test_evolution_must_outlast_the_density_schedule() -> None:
 def test_method_needs_both_rules_or_neither() -> None:
     with pytest.raises(ValueError, match="both a removal and a regrowth"):
         Method("half", "removal only", removal=MagnitudeRemoval())
-    with pytest.raises(ValueError, match="density schedule needs"):
-        Method("static_pruning", "no rules", density=CubicDensity())
+    with pytest.raises(ValueError, match="density schedule needs a sparse method"):
+        Method("dense_pruning", "dense", sparse=False, density=CubicDensity())
     assert Method("ok", "set-like", removal=MagnitudeRemoval(), regrowth=RandomRegrowth()).evolves
+    assert Method("pruning", "no rules, a density schedule", density=CubicDensity()).evolves
+    assert not Method("static", "no rules, constant density").evolves
 
 
 def test_rigl_defaults() -> None:

@@ -50,7 +50,10 @@ class LayerChange:
 
     ``pruned``: links dropped to follow the density schedule; ``removed``: by the removal rule;
     ``percolated``: by percolation; ``regrown``: links grown (``fallback`` of them without a positive
-    CH score); ``overlap``: share of the regrown links that had just been removed or percolated;
+    CH score); ``overlap``: links regrown that had just been removed or percolated, as a share of the
+    links the step asked the regrowth rule for (the released early stop divides by that count, which
+    differs from ``regrown`` when threshold selection grows ties or candidates run short:
+    ``sparse.py`` at dfbd68d, ``mlp_and_cnn/dst_scheduler.py`` at d1677b5);
     ``links``: count after the step, ``target``: the schedule's count for this step.
     """
 
@@ -162,7 +165,8 @@ class Evolution:
                     weakest = MAGNITUDE_PRUNING.lowest(layer, excess)
                     layer.set_links(layer.links[~weakest], optimizer=self.optimizer)
             removal_context = RemovalContext(progress=progress, generator=self.generator)
-            removed = [method.removal(layer, zeta, removal_context) for layer in self.layers]
+            removed = [self._remove(layer, final, zeta, removal_context)
+                       for layer, final in zip(self.layers, self.final_links)]
         kept = [layer.links[~gone] for layer, gone in zip(self.layers, removed)]
         if method.percolation:
             with timed(seconds, "percolation", device):
@@ -174,9 +178,11 @@ class Evolution:
                 dropped = layer.links[~L.contains(survivors, layer.links)]
                 context = RegrowthContext(survivors=survivors, progress=progress, generator=self.generator,
                                           timings=seconds)
-                grown = method.regrowth(layer, max(target - survivors.numel(), 0), context)
+                requested = max(target - survivors.numel(), 0)
+                grown = (method.regrowth(layer, requested, context) if method.regrowth is not None
+                         else survivors.new_empty(0))
                 regrown, n_removed = grown.numel(), int(gone.sum())
-                overlap = int(L.contains(dropped, grown).sum()) / regrown if regrown else 0.0
+                overlap = int(L.contains(dropped, grown).sum()) / requested if requested else 0.0
                 layer.set_links(L.merge(survivors, grown), optimizer=self.optimizer)
                 changes.append(LayerChange(removed=n_removed, percolated=dropped.numel() - n_removed,
                                            regrown=regrown, overlap=overlap, links=layer.n_links,
@@ -190,6 +196,15 @@ class Evolution:
         return EvolutionRecord(epoch=epoch, step=step, progress=progress, zeta=zeta, layers=changes,
                                active_per_layer=activity.per_layer, anp=activity.anp, seconds=seconds,
                                frozen=self.frozen)
+
+    def _remove(self, layer: SparseLinear, final: int, zeta: float, context: RemovalContext) -> torch.Tensor:
+        """The removal rule's choice on one layer (none without a rule); under ``zeta_decay="surplus"`` the
+        fraction is whatever lies above the layer's final count."""
+        if self.method.removal is None:
+            return torch.zeros(layer.n_links, dtype=torch.bool, device=layer.links.device)
+        if self.method.schedule.zeta_decay == "surplus":
+            zeta = (layer.n_links - final) / layer.n_links if layer.n_links > final else 0.0
+        return self.method.removal(layer, zeta, context)
 
     def activity(self) -> ActiveNeurons:
         """Active neurons of the current topology (see :func:`cht.analysis.graph.active_neurons`)."""

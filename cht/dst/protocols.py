@@ -8,6 +8,10 @@ running.
 
 * ``uniform`` (the default): every sparse method starts from SWI with zero biases and keeps this
   project's tie and fallback rules, so differences between methods come from the methods alone.
+* ``neurips2025``: what the later release's MLP commands run, the setting of the NeurIPS 2025 paper's
+  Table 7 (``config/neurips2025_mlp.yaml``): Kaiming on the dense fan-in for the baselines, SWI on the
+  fan-out for the CH methods, ``nn.Linear``'s default biases, hard magnitude removal, and CHT with
+  threshold selection, cosine ζ until 75% of training and sticky early stop.
 * ``released``: what the authors' commands run (sources cited next to each override below). The
   baselines get the SET command's ``--init_mode kaiming`` (``N(0, 2/fan_in)`` on the dense fan-in, drawn
   then masked) and CHT gets SWI on the ICLR release's CSTI path (most CSTI links start at 0, see
@@ -31,8 +35,9 @@ from types import MappingProxyType
 from typing import Any
 
 from cht.dst.methods import EarlyStop, Method, get_method
-from cht.dst.regrowth import CHRegrowth
-from cht.dst.removal import MagnitudeRemoval
+from cht.dst.regrowth import CHRegrowth, RandomRegrowth
+from cht.dst.removal import MagnitudeRemoval, MagnitudeTopKRemoval
+from cht.dst.schedule import EvolutionSchedule
 from cht.registry import Registry
 
 
@@ -110,4 +115,47 @@ register_protocol(Protocol(
         "granet": RELEASED_BASELINE,
         "cht": RELEASED_CHT,
         "cht_iclr": RELEASED_CHT,
+    }))
+
+
+# The later release (Cannistraci-Hebb-training at d1677b5; "d1677b5" below), whose MLP commands the NeurIPS
+# 2025 paper's Table 7 reruns. Every layer's weights are drawn by `reset_parameters` before the mask is applied
+# (mlp_and_cnn/dst_scheduler.py:124-126, :820-830): `--init_mode kaiming` N(0, 2/fan_in) (SET command; the
+# baselines without a command take it too), `--init_mode swi` with the fan-out (CH commands). The MLP is
+# nn.Linear layers, whose biases keep torch's default (model.py:89-95). `--remove_method weight_magnitude`
+# keeps the largest |w| whatever their sign (dst_scheduler.py:427-434, :676-683).
+LATER_INIT = {"weight_init": "kaiming_released", "bias_init": "uniform_fan_in"}
+LATER_BASELINE = {**LATER_INIT, "removal": MagnitudeTopKRemoval()}
+LATER_CH = {"weight_init": "swi_fan_out", "bias_init": "uniform_fan_in"}
+
+register_protocol(Protocol(
+    "neurips2025", "what the later release's MLP commands run (NeurIPS 2025 Table 7): Kaiming (dense fan-in) for the "
+                   "baselines, SWI on the fan-out for CH methods, nn.Linear biases, hard magnitude removal, CHT with "
+                   "threshold selection, cosine zeta until 75% and sticky early stop",
+    per_method={
+        "static": LATER_BASELINE,
+        # SET command: `--regrow_method random --init_mode kaiming --remove_method weight_magnitude`, no
+        # --adaptive_zeta: constant ζ until the end (run.py:195-198); random regrowth may re-create a link just
+        # removed (dst_scheduler.py:750-768).
+        "set": {**LATER_BASELINE, "regrowth": RandomRegrowth()},
+        # No RigL command: `--regrow_method gradient` (dst_scheduler.py:770-787) with --adaptive_zeta, the
+        # cosine ζ until 75% of training of RigL's paper (ASSUMPTION: the flag; the registry's schedule).
+        "rigl": LATER_BASELINE,
+        "mest": LATER_BASELINE,
+        # Not in d1677b5. ASSUMPTION: cosine ζ until 75% of training, as --adaptive_zeta with the LLM
+        # scheduler's T_end (llm/torchrun_main.py:847 at 1f91f31).
+        "granet": {**LATER_BASELINE, "schedule": EvolutionSchedule(zeta_decay="cosine", end_fraction=0.75)},
+        "gmp": LATER_INIT,
+        # CHT command: `--regrow_method CH3_L3p --chain_removal --remove_method weight_magnitude --early_stop
+        # --adaptive_zeta --dst_scheduler`. A non-soft rule grows every candidate scoring at least the n-th best
+        # (dst_scheduler.py:614-616); the early-stop signal of a layer stays raised and evolution stops when all
+        # are (:626-629, :368-371); --adaptive_zeta: cosine ζ, T_end = 75% (:387-388, run.py:195-196). At
+        # d1677b5 the chain-removal branch refuses "CH3_L3p" (:489-490): the command as written stops at its
+        # first update, so the table's CHT ran an earlier revision; this is the reading of that command.
+        "cht": {**LATER_CH, "removal": MagnitudeTopKRemoval(), "regrowth": CHRegrowth("CH3-L3", selection="iclr"),
+                "early_stop": EarlyStop(0.9, sticky=True),
+                "schedule": EvolutionSchedule(zeta_decay="cosine", end_fraction=0.75)},
+        "chtsp": LATER_CH,
+        "chtsn": LATER_CH,
+        "chtssn": LATER_CH,
     }))

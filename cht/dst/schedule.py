@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 UNITS = ("epoch", "step")
-ZETA_DECAYS = ("constant", "cosine")
+ZETA_DECAYS = ("constant", "cosine", "surplus")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,11 @@ class EvolutionSchedule:
     """Evolve every ``interval`` epochs (or optimiser steps) until ``end_fraction`` of training.
 
     ``zeta`` is the removal fraction; with ``zeta_decay="cosine"`` it follows
-    ``ζ/2 · (1 + cos(π t / T_end))`` (RigL's schedule).
+    ``ζ/2 · (1 + cos(π t / T_end))`` (RigL's schedule). With ``zeta_decay="surplus"`` each update
+    removes every link above the layer's final (target) count, whatever ``zeta`` says, so only the
+    strongest target's worth of links survives and the rest of the density schedule's count is regrown
+    (the later release's ``--EM_S``, see :class:`ExtraDensity`); the engine computes that fraction per
+    layer.
     """
 
     interval: int = 1
@@ -52,8 +56,9 @@ class EvolutionSchedule:
         return count % self.interval == 0 and count < total and count <= self.end_fraction * total
 
     def fraction(self, progress: float) -> float:
-        """Removal fraction at training progress in [0, 1]."""
-        if self.zeta_decay == "constant":
+        """Removal fraction at training progress in [0, 1] (``zeta`` itself for ``surplus``, which the
+        engine replaces per layer)."""
+        if self.zeta_decay in ("constant", "surplus"):
             return self.zeta
         return self.zeta / 2 * (1 + math.cos(math.pi * min(progress / max(self.end_fraction, 1e-12), 1.0)))
 
@@ -161,3 +166,34 @@ class SigmoidDensity:
 
         low, high = logistic(-k), logistic(k)
         return 1.0 - (logistic(2 * k * (x - 0.5)) - low) / (high - low)
+
+
+@dataclass(frozen=True)
+class ExtraDensity:
+    """Train above the target density in two phases, then at the target (the later release's ``--EM_S``).
+
+    ``mlp_and_cnn/dst_scheduler.py`` at d1677b5: the network starts at target + ``extra`` (``S = 1 −
+    density − 0.05``); every update keeps the target's worth of largest weights and regrows ``extra`` of
+    the positions while ``step ≤ 0.6 · T_end`` (``half_at`` = 0.6 · 0.75 of training), ``extra / 2``
+    until the update before ``T_end`` (``end`` = 0.75), and nothing at that last update, after which the
+    topology is fixed at the target density. ``extra`` is a share of the layer's positions, not of the
+    target. Pair it with ``zeta_decay="surplus"`` for the release's removal.
+    """
+
+    extra: float = 0.05
+    half_at: float = 0.45
+    end: float = 0.75
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.extra < 1.0:
+            raise ValueError(f"ExtraDensity: extra must lie in (0, 1), got {self.extra}")
+        if not 0.0 <= self.half_at < self.end <= 1.0:
+            raise ValueError(f"ExtraDensity: need 0 ≤ half_at < end ≤ 1, got half_at={self.half_at}, end={self.end}")
+
+    def start_density(self, target: float) -> float:
+        return min(target + self.extra, 1.0)
+
+    def remaining(self, progress: float) -> float:
+        if progress <= self.half_at + _PROGRESS_TOLERANCE:
+            return 1.0
+        return 0.5 if progress < self.end - _PROGRESS_TOLERANCE else 0.0

@@ -78,6 +78,17 @@ def swi_std(shape: tuple[int, int], n_links: int) -> float:
     return math.sqrt(2.0 * shape[0] / n_links) if n_links > 0 else 0.0
 
 
+def swi_fan_out_std(shape: tuple[int, int], n_links: int) -> float:
+    """SWI on the fan-out, ``sqrt(2 / (density · fan_out))`` = ``sqrt(2 · in / links)``.
+
+    The later release's ``--init_mode swi`` (``mlp_and_cnn/dst_scheduler.py`` ``reset_parameters`` at
+    d1677b5: ``math.sqrt(2. / (((1-S) * N) / w.shape[1]))``, ``w.shape[1]`` being the layer's inputs). The
+    paper's SWI, :func:`swi_std`, scales by the fan-in; the two agree on square layers and differ by
+    ``sqrt(out / in)`` elsewhere (√2 on the first layer of the dim-2 MLP).
+    """
+    return math.sqrt(2.0 * shape[1] / n_links) if n_links > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class NormalLinkInit:
     """``N(0, σ²)`` on every link, ``σ = std(shape, links)``.
@@ -129,6 +140,7 @@ class DrawnForRandomMask:
 
 register_weight_init("kaiming_released")(NormalLinkInit(kaiming_std))
 register_weight_init("swi_released")(NormalLinkInit(swi_std))
+register_weight_init("swi_fan_out")(NormalLinkInit(swi_fan_out_std))
 register_weight_init("released_csti")(DrawnForRandomMask(NormalLinkInit(swi_std)))
 
 
