@@ -36,5 +36,6 @@ rule all:
     input:
         rules.aggregate.output,
         rules.claims.output,
+        rules.reproduction.output if HAS_PUBLISHED_COUNTERPART else [],
         figure_targets(),
     default_target: True

@@ -4,7 +4,9 @@ The default is the paper grid's Fashion-MNIST dim-1 row: every registered method
 1%-dense MLP at batch 32, trained for a few epochs on a subset of the training set. Both sides run the real
 training loops (evaluation and topology updates included); the aggregate training samples/s counts every
 run's training samples over the summed epoch wall times (set-up, data loading and model building excluded).
-``--compile`` adds grouped variants with ``torch.compile`` (``reduce-overhead`` = CUDA graphs) to compare.
+``--config`` takes the grid from a pipeline config instead (its methods, seeds, first dim, density and protocol, and
+its ``train`` settings: learning rate, weight decay, schedules), e.g. the NeurIPS 2025 Table 7 grid,
+``--config config/neurips2025_mlp.yaml --dataset mnist --runs 27``. ``--compile`` adds grouped variants with ``torch.compile`` (``reduce-overhead`` = CUDA graphs) to compare.
 ``--paper-budget`` trains on the full training set and extrapolates the row's cost at the paper's 100 epochs
 from the measured epochs: first epoch (warm-up, compilation) + 99 × the mean of the steady ones (after the first
 and, with 3 or more epochs, before the last, which has no topology update).
@@ -31,6 +33,7 @@ import traceback
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, markdown_table, pick_device, write_results  # noqa: E402
@@ -44,13 +47,31 @@ from cht.train import train  # noqa: E402
 PAPER_EPOCHS = 100
 
 
-def grid_configs(args: argparse.Namespace, device: torch.device) -> list[TrainConfig]:
+# Keys of a pipeline config's ``train`` section that shape the training; epochs, sample counts and the device
+# stay the benchmark's.
+TRAINING_KEYS = ("lr", "momentum", "weight_decay", "lr_final_factor", "lr_decay_fraction", "update_interval",
+                 "update_unit", "zeta", "zeta_decay", "end_fraction", "batch_size")
+
+
+def apply_pipeline_config(args: argparse.Namespace) -> dict:
+    """Take the grid and training settings of ``args.config`` (a pipeline YAML); returns the training keys."""
+    config = yaml.safe_load(args.config.read_text())
+    args.methods = config.get("methods", args.methods)
+    args.seeds = len(config.get("seeds", range(args.seeds)))
+    args.dim, args.density = config["dims"][0], config["densities"][0]
+    args.protocol = config.get("protocols", [args.protocol])[0]
+    settings = {**config.get("train", {}), **config.get("train_per_dataset", {}).get(args.dataset, {})}
+    return {key: settings[key] for key in TRAINING_KEYS if key in settings}
+
+
+def grid_configs(args: argparse.Namespace, device: torch.device, training: dict | None = None) -> list[TrainConfig]:
     """The first ``--runs`` of methods × seeds (method-major, as the pipeline groups them)."""
     members = list(itertools.product(args.methods, range(args.seeds)))[:args.runs]
+    settings = {"batch_size": args.batch_size, **(training or {})}
     return [TrainConfig(method=method, seed=seed, dataset=args.dataset, dim=args.dim, density=args.density,
-                        epochs=args.epochs, batch_size=args.batch_size, device=str(device),
+                        protocol=args.protocol, epochs=args.epochs, device=str(device),
                         max_train_samples=args.max_train_samples, data_root=args.data_root,
-                        data_sources=args.data_source, tracking=False, progress=False)
+                        data_sources=args.data_source, tracking=False, progress=False, **settings)
             for method, seed in members]
 
 
@@ -79,6 +100,8 @@ def main() -> int:
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--dim", type=int, default=1)
     parser.add_argument("--density", type=float, default=0.01)
+    parser.add_argument("--protocol", default="uniform")
+    parser.add_argument("--config", type=Path, help="take the grid and training settings from this pipeline config")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-train-samples", type=int, default=15000)
     parser.add_argument("--epochs", type=int, default=3)
@@ -96,9 +119,10 @@ def main() -> int:
     if args.runs < 1 or args.epochs < 1:
         parser.error("--runs and --epochs must be positive")
 
+    training = apply_pipeline_config(args) if args.config else {}
     device = pick_device(args.device)
     prepare_dataset(args.dataset, args.data_root, sources=args.data_source)
-    configs = grid_configs(args, device)
+    configs = grid_configs(args, device, training)
     rows, failed = [], False
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -138,11 +162,12 @@ def main() -> int:
         columns.append("error")
     table = markdown_table(rows, columns)
     heading = (f"{device_name(device)}: {len(configs)} runs of {args.dataset} MLP dim {args.dim}, density "
-               f"{args.density}, batch {args.batch_size}, {args.epochs} epochs on "
+               f"{args.density}, protocol {args.protocol}, batch {configs[0].batch_size}, {args.epochs} epochs on "
                f"{args.max_train_samples or 'all'} training samples; torch {torch.__version__}")
     payload = {"torch": torch.__version__, "device": device_name(device), "arguments": {
         key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}, "rows": rows}
-    name = f"grid_throughput_{device.type}{'_paper' if args.paper_budget else ''}"
+    label = f"_{args.config.stem}_{args.dataset}" if args.config else ""
+    name = f"grid_throughput_{device.type}{label}{'_paper' if args.paper_budget else ''}"
     write_results(args.out, name, payload, f"{heading}\n\n{table}")
     return 1 if failed else 0
 

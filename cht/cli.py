@@ -151,6 +151,19 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from cht.analysis.reproduction import compare_folder
+    from cht.io import OutputError
+
+    try:
+        table = compare_folder(args.runs, args.out, path_sources=args.path_sources, seed=args.seed)
+    except ValueError as error:  # runs that do not form a table (the same run twice, a foreign metrics.json)
+        raise OutputError(f"{args.runs}: {error}") from None
+    print((args.out / "tables" / "reproduction.md").read_text())
+    print(f"wrote {args.out}/tables and {args.out}/figures ({len(table)} cells compared)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cht.data import available_datasets
 
@@ -166,11 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("dataset", choices=available_datasets())
     prepare.add_argument("--data-root", type=Path, default=Path("data"))
     prepare.add_argument("--data-source", dest="data_sources", action="append")
+    compare = commands.add_parser("compare", help="set the finished runs of a folder beside the published tables "
+                                                  "(copies metrics.json and topology.json, writes tables and a figure)")
+    compare.add_argument("runs", type=Path, help="a runs folder, e.g. results/neurips2025/runs")
+    compare.add_argument("--out", type=Path, required=True, help="folder for runs/, tables/ and figures/")
+    compare.add_argument("--path-sources", type=int, default=256,
+                         help="path-length sources of the topology analysis (the pipeline's analysis.path_sources)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the topology analysis (analysis.seed)")
     return parser
 
 
 HANDLERS: dict[str, Any] = {"train": _train, "methods": _methods, "models": _models, "datasets": _datasets,
-                            "prepare-data": _prepare}
+                            "prepare-data": _prepare, "compare": _compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

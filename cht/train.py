@@ -31,7 +31,7 @@ from cht.dst import Evolution, Method, resolve_method
 from cht.init import init_bias, init_topology, init_weights
 from cht.init.topology import InitContext
 from cht.io import load_checkpoint, save_checkpoint, save_tensors_atomic, write_text_atomic
-from cht.models import build_model, configure_performance, topology_init_for
+from cht.models import build_model, configure_performance, is_convolutional, topology_init_for
 from cht.sparse import after_optimizer_step, align_optimizer_state, link_counts, sparse_layers
 from cht.tracking import Tracker, evolution_metrics, resolved_params, training_run_name
 
@@ -135,7 +135,7 @@ def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: t
     values draw from separate generators, so one seed gives the same topology whatever the initialisers
     of weights and biases (the protocols differ there only).
     """
-    method = resolve_method(config.method, config.protocol)
+    method = configured_method(config)
     layers = sparse_layers(model)
     if not method.sparse:
         return
@@ -185,8 +185,9 @@ def load_run_data(config: TrainConfig) -> RunData:
 
 
 def configured_method(config: TrainConfig) -> Method:
-    """The run's method with the configuration's evolution-schedule overrides."""
-    return resolve_method(config.method, config.protocol).with_schedule(
+    """The run's method, as its protocol sets it up for its model, with the configuration's evolution-schedule
+    overrides."""
+    return resolve_method(config.method, config.protocol, is_convolutional(config.model)).with_schedule(
         zeta=config.zeta, zeta_decay=config.zeta_decay, interval=config.update_interval,
         unit=config.update_unit, end_fraction=config.end_fraction)
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from cht.dst import (EarlyStop, Evolution, EvolutionSchedule, MagnitudeRemoval, Method, RegrowthContext,
-                     SigmoidDensity, available_methods, get_method, percolate)
+from cht.dst import (EarlyStop, Evolution, EvolutionSchedule, ExtraDensity, MagnitudeRemoval, MagnitudeTopKRemoval,
+                     Method, RandomRegrowth, RegrowthContext, SigmoidDensity, available_methods, get_method,
+                     percolate)
 from cht.dst.removal import RemovalContext
 from cht.init import init_topology, init_weights
 from cht.init.topology import InitContext, erdos_renyi_links
@@ -444,3 +445,73 @@ def test_a_run_too_short_for_its_density_schedule_still_ends_on_target(name: str
             closing = epoch == total_epochs - 1
             assert ([c.links for c in record.layers] == evolution.final_links) == closing
     assert updates == 2 and [layer.n_links for layer in layers] == evolution.final_links
+
+
+# ---------------------------------------------------------------------------------------------------
+# The later release's --EM_S phases, pruning without regrowth, the early-stop denominator
+
+
+def largest_magnitudes(layer, count: int) -> set[tuple[int, int]]:
+    """The ``count`` links of largest |w|, by sorting the dense weight (ties do not occur: random weights)."""
+    weight = layer.dense_weight()
+    links = sorted(pairs(layer.links, layer.in_features), key=lambda link: -abs(weight[link].item()))
+    return set(links[:count])
+
+
+def test_surplus_removal_keeps_the_strongest_target_links_and_regrows_the_extra(backend: str) -> None:
+    method = Method("em_s", "test", removal=MagnitudeTopKRemoval(), regrowth=RandomRegrowth(),
+                    density=ExtraDensity(extra=0.05, half_at=0.45, end=0.75),
+                    schedule=EvolutionSchedule(zeta_decay="surplus", end_fraction=0.75))
+    model, layers, optimizer, evolution, inputs = build_for_method(method, density=0.02, backend=backend)
+    positions = [layer.in_features * layer.out_features for layer in layers]
+    final = evolution.final_links
+    surplus = [layer.n_links - count for layer, count in zip(layers, final)]
+    assert surplus == [round(0.05 * total) for total in positions]
+    for progress, share in [(0.3, 1.0), (0.45, 1.0), (0.5, 0.5), (0.7, 0.5), (0.75, 0.0)]:
+        train_steps(model, optimizer, evolution, inputs)
+        strongest = [largest_magnitudes(layer, count) for layer, count in zip(layers, final)]
+        record = evolution.update(progress, epoch=1, step=1)
+        for layer, keep, count, extra, change in zip(layers, strongest, final, surplus, record.layers):
+            assert keep <= pairs(layer.links, layer.in_features), progress  # the strongest target's worth survives
+            assert layer.n_links == count + round(extra * share), progress
+            assert change.regrown == layer.n_links - count
+    assert [layer.n_links for layer in layers] == final
+
+
+def test_pruning_without_regrowth_keeps_the_largest_weights_on_the_cubic_schedule(backend: str) -> None:
+    method = get_method("gmp")
+    assert method.removal is None and method.regrowth is None and method.evolves
+    model, layers, optimizer, evolution, inputs = build_for_method(method, density=0.05, backend=backend)
+    for update in range(1, 5):
+        train_steps(model, optimizer, evolution, inputs)
+        progress = update / 5
+        targets = evolution.target_links(progress)
+        before = [pairs(layer.links, layer.in_features) for layer in layers]
+        strongest = [largest_magnitudes(layer, count) for layer, count in zip(layers, targets)]
+        record = evolution.update(progress, epoch=update, step=update)
+        for layer, old, keep, target, change in zip(layers, before, strongest, targets, record.layers):
+            assert pairs(layer.links, layer.in_features) == keep and keep <= old
+            assert layer.n_links == target and change.regrown == 0 and change.removed == 0
+    assert [layer.n_links for layer in layers] == evolution.final_links
+
+
+@dataclass
+class TieGrowth:
+    """Grows every link just removed plus as many again elsewhere, as threshold selection does on ties."""
+
+    def __call__(self, layer, n, context: RegrowthContext) -> torch.Tensor:
+        dropped = layer.links[~L.contains(context.survivors, layer.links)]
+        extra = L.random_free_positions(layer.shape, L.merge(context.survivors, dropped), n, context.generator)
+        return L.merge(dropped, extra)
+
+
+def test_early_stop_overlap_is_counted_over_the_links_requested(backend: str) -> None:
+    """The releases divide the re-grown removed links by the links asked for, not by those grown."""
+    model, layers, optimizer, _, inputs = build_for_method(get_method("set"), backend=backend)
+    method = Method("ties", "test", removal=MagnitudeRemoval(), regrowth=TieGrowth(), early_stop=EarlyStop(0.9))
+    evolution = Evolution(method, layers, optimizer, torch.Generator().manual_seed(3))
+    train_steps(model, optimizer, evolution, inputs)
+    record = evolution.update(0.5, epoch=1, step=1)
+    for change in record.layers:
+        assert change.regrown == 2 * change.removed and change.overlap == 1.0
+    assert record.frozen

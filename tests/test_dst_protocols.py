@@ -3,6 +3,7 @@ released algorithm, and the released follow-up methods composed from existing ru
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -233,3 +234,51 @@ def test_run_records_its_protocol_and_initial_masks(fashion_root, tmp_path) -> N
     assert [mask.shape for mask in initial] == [mask.shape for mask in final]
     assert [int(mask.sum()) for mask in initial] == metrics["initial_links_per_layer"]
     assert any(not torch.equal(a, b) for a, b in zip(initial, final))  # SET rewired after epoch 1
+
+
+def test_neurips2025_sets_up_the_table_methods_as_the_later_release() -> None:
+    for name in ("set", "rigl", "granet", "gmp", "static", "mest"):
+        method = resolve_method(name, "neurips2025")
+        assert (method.weight_init, method.bias_init) == ("kaiming_released", "uniform_fan_in"), name
+        assert method.removal == get_method(name).removal if name in ("gmp", "static", "mest") else isinstance(
+            method.removal, MagnitudeTopKRemoval), name
+    for name in ("cht", "chtsp", "chtsn", "chtssn"):
+        method = resolve_method(name, "neurips2025")
+        assert (method.topology_init, method.weight_init, method.bias_init) == ("csti", "swi_fan_out",
+                                                                                "uniform_fan_in"), name
+        assert method.percolation and isinstance(method.removal, MagnitudeTopKRemoval), name
+        assert method.schedule.end_fraction == 0.75, name
+    cht = resolve_method("cht", "neurips2025")
+    assert cht.regrowth == CHRegrowth("CH3-L3", selection="iclr") and cht.early_stop == EarlyStop(0.9, sticky=True)
+    assert cht.schedule.zeta_decay == "cosine"
+    for name, rule in (("chtsp", "CH3-L3"), ("chtsn", "CH2-L3n")):
+        method = resolve_method(name, "neurips2025")
+        assert method.regrowth == SoftCHRegrowth(rule) and method.schedule.zeta_decay == "surplus"
+        assert method.initial_density(0.01) == pytest.approx(0.06)
+    assert resolve_method("chtssn", "neurips2025").initial_density(0.01) == 0.5
+    assert resolve_method("gmp", "neurips2025").initial_density(0.01) == 0.5
+    assert resolve_method("set", "neurips2025").schedule.end_fraction == 1.0  # no --adaptive_zeta
+    assert resolve_method("fc", "neurips2025") == get_method("fc")
+
+
+@pytest.mark.parametrize("name", ["resnet152", "googlenet"])
+def test_released_cht_on_a_cnn_head_draws_swi_on_its_own_mask_and_does_not_percolate(name) -> None:
+    """The released CNN command has neither CSTI nor --chain_removal: the head's random links all get weights."""
+    from cht.models import build_model
+    from cht.sparse import sparse_layers
+    from cht.train import build_sparse_topology, configured_method
+
+    config = TrainConfig(method="cht", protocol="released", model=name, dataset="cifar10", tracking=False,
+                         progress=False)
+    method = configured_method(config)
+    assert not method.percolation and method.weight_init == "swi_released"
+    mlp = configured_method(TrainConfig(method="cht", protocol="released", tracking=False, progress=False))
+    assert mlp.percolation and mlp.weight_init == "released_csti"
+    torch.manual_seed(0)
+    model = build_model(name, (3, 32, 32), 10, dim=1)
+    build_sparse_topology(model, config, None)
+    for layer in sparse_layers(model):
+        values = layer.link_values().detach().double()
+        assert bool((values != 0).all())
+        expected = math.sqrt(2 / (layer.n_links / (layer.in_features * layer.out_features) * layer.in_features))
+        assert float(values.std()) == pytest.approx(expected, rel=5 / math.sqrt(2 * values.numel()))

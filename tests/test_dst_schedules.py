@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from cht.dst import (ConstantDensity, CubicDensity, EvolutionSchedule, MagnitudeRemoval, Method,
+from cht.dst import (ConstantDensity, CubicDensity, EvolutionSchedule, ExtraDensity, MagnitudeRemoval, Method,
                      RandomRegrowth, SigmoidDensity, get_method)
 
 
@@ -115,3 +115,17 @@ def test_cht_recipes() -> None:
     assert (iclr.regrowth.selection, iclr.early_stop.sticky) == ("iclr", True)
     assert get_method("chts").regrowth.rule == "CH3-L3n"
     assert get_method("chtss").density.end == 0.8
+
+
+def test_extra_density_follows_the_released_em_s_phases() -> None:
+    schedule = ExtraDensity(extra=0.05, half_at=0.45, end=0.75)
+    assert schedule.start_density(0.01) == pytest.approx(0.06) and schedule.start_density(0.98) == 1.0
+    assert [schedule.remaining(p) for p in (0.0, 0.3, 0.45, 0.46, 0.74, 0.75, 1.0)] == [1, 1, 1, 0.5, 0.5, 0, 0]
+    for bad in (dict(extra=0.0), dict(extra=1.0), dict(half_at=0.8, end=0.75), dict(end=1.5)):
+        with pytest.raises(ValueError, match="ExtraDensity"):
+            ExtraDensity(**bad)
+
+
+def test_surplus_removal_fraction_is_left_to_the_engine() -> None:
+    schedule = EvolutionSchedule(zeta=0.3, zeta_decay="surplus")
+    assert schedule.fraction(0.0) == schedule.fraction(0.9) == 0.3

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cht.init import WEIGHT_INITS, init_bias, init_weights
-from cht.init.weights import DrawnForRandomMask, swi_std
+from cht.init.weights import DrawnForRandomMask, swi_fan_out_std, swi_std
 from cht.sparse import links as L
 from cht.init.topology import InitContext, erdos_renyi_links
 
@@ -74,6 +74,8 @@ def random_index(shape: tuple[int, int], n_links: int, seed: int) -> torch.Tenso
 @pytest.mark.parametrize(("name", "expected_std"), [
     ("kaiming_released", lambda shape, links: math.sqrt(2 / shape[1])),
     ("swi_released", lambda shape, links: math.sqrt(2 * shape[0] / links)),
+    # The later release: sqrt(2 / (density · fan_out)), the fan-out being shape[0].
+    ("swi_fan_out", lambda shape, links: math.sqrt(2 / (links / (shape[0] * shape[1]) * shape[0]))),
 ])
 @pytest.mark.parametrize("shape", [(300, 700), (900, 200)])
 def test_released_normal_inits_draw_one_value_per_link_with_the_released_std(name, expected_std, shape) -> None:
@@ -132,3 +134,10 @@ def test_bias_inits() -> None:
     with pytest.raises(ValueError, match="unknown bias init"):
         init_bias("ones", "swi", shape, links, generator)
     assert isinstance(WEIGHT_INITS["released_csti"], DrawnForRandomMask)
+
+
+def test_swi_on_the_fan_out_equals_swi_on_square_layers_only() -> None:
+    square, wide = (600, 600), (1568, 784)
+    assert swi_fan_out_std(square, 3600) == pytest.approx(swi_std(square, 3600))
+    assert swi_fan_out_std(wide, 12293) == pytest.approx(swi_std(wide, 12293) / math.sqrt(2), rel=1e-3)
+    assert swi_fan_out_std(wide, 0) == 0.0

@@ -17,9 +17,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from cht.analysis.reproduction import published_counterparts, published_results
 from cht.dst import available_methods, get_method
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_MLP_CONFIGS = ["config", "paper", "protocol_ablation", "neurips2025_mlp", "neurips2025_cifar10_mlp"]
 TEST_CONFIG = ROOT / "config" / "test.yaml"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 needs_fashion_mnist = pytest.mark.skipif(not FASHION_MNIST.exists(),
@@ -74,7 +76,7 @@ def quick_checks(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     folder = tmp_path_factory.mktemp("checks")
     default = str(ROOT / "config" / "config.yaml")
     commands = {"lint": snakemake_command(folder / "lint", "--lint", "--configfile", default)}
-    for name in ("config", "paper", "protocol_ablation"):
+    for name in SHIPPED_MLP_CONFIGS:
         commands[name] = snakemake_command(folder / name, "-n", "--configfile", str(ROOT / "config" / f"{name}.yaml"))
     single_epoch = write_config(folder / "single_epoch.yaml", train={"epochs": 1, "max_train_samples": 256})
     commands["single epoch"] = snakemake_command(folder / "single_epoch", "-n", "--configfile", str(single_epoch))
@@ -102,7 +104,7 @@ def test_bad_config_stops_the_run_naming_the_field(quick_checks, case) -> None:
     assert "Job stats" not in result.stdout
 
 
-@pytest.mark.parametrize("name", ["config", "paper", "protocol_ablation"])
+@pytest.mark.parametrize("name", SHIPPED_MLP_CONFIGS)
 def test_dry_run_shows_the_full_grid(quick_checks, name) -> None:
     result = quick_checks[name]
     assert result.returncode == 0, result.stdout[-3000:]
@@ -119,6 +121,13 @@ def test_dry_run_shows_the_full_grid(quick_checks, name) -> None:
                  "anp_epochs_figure"):
         assert counts[rule] == settings, rule
     assert counts["learning_figures"] == settings // len(config["datasets"])
+    # The comparison with the published tables runs where the grid has a published counterpart.
+    grid = pd.DataFrame([{"dataset": dataset, "model": model, "dim": dim, "density": density, "method": method}
+                         for dataset in config["datasets"] for model in config.get("models", ["mlp"])
+                         for dim in config.get("dims", [1]) for density in config["densities"] for method in methods])
+    assert counts.get("reproduction", 0) == int(not published_counterparts(grid).empty)
+    if name.startswith("neurips2025"):
+        assert counts["reproduction"] == 1
 
 
 def test_no_anp_figure_when_no_run_updates_its_topology(quick_checks) -> None:
@@ -138,8 +147,13 @@ def test_grouped_runs_train_in_one_job_per_part_of_a_setting(quick_checks) -> No
     assert counts["analyze_topology"] == 1 and counts["aggregate"] == 1  # one analysis job per setting
 
 
-def test_default_config_trains_every_registered_method() -> None:
-    assert "methods" not in yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+def test_default_config_lists_registered_methods_and_the_table_config_every_table_row() -> None:
+    default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["methods"]
+    assert set(default) <= set(available_methods()) and {"fc", "set", "rigl", "cht"} <= set(default)
+    table = yaml.safe_load((ROOT / "config" / "neurips2025_mlp.yaml").read_text())
+    published = published_results()
+    assert table["methods"] == list(published.loc[published["table"] == 7, "method"].drop_duplicates())
+    assert sorted(table["datasets"]) == sorted(published.loc[published["table"] == 7, "dataset"].unique())
 
 
 def test_paper_config_overrides_every_key_of_the_default_config() -> None:
@@ -153,7 +167,8 @@ def test_paper_config_overrides_every_key_of_the_default_config() -> None:
         return found
 
     default = keys(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
-    for name in ("paper", "test", "protocol_ablation", "paper_cnn", "tiny_imagenet", "imagenet", "cnn_quick"):
+    for name in ("paper", "test", "protocol_ablation", "paper_cnn", "tiny_imagenet", "imagenet", "cnn_quick",
+                 "neurips2025_mlp", "neurips2025_cifar10_mlp"):
         assert default <= keys(yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())), name
 
 

@@ -8,7 +8,8 @@ from cht.dst.regrowth import (CHRegrowth, GradientRegrowth, RandomRegrowth, Regr
                               SoftCHRegrowth)
 from cht.dst.removal import (MagnitudeRemoval, MagnitudeTopKRemoval, MESTRemoval, RankedRemoval,
                              RelativeImportanceRemoval, RemovalContext, RemovalRule, SoftRemoval)
-from cht.dst.schedule import ConstantDensity, CubicDensity, DensitySchedule, EvolutionSchedule, SigmoidDensity
+from cht.dst.schedule import (ConstantDensity, CubicDensity, DensitySchedule, EvolutionSchedule, ExtraDensity,
+                              SigmoidDensity)
 
 __all__ = [
     "METHODS",
@@ -16,6 +17,7 @@ __all__ = [
     "CHRegrowth",
     "ConstantDensity",
     "CubicDensity",
+    "ExtraDensity",
     "DensitySchedule",
     "EarlyStop",
     "Evolution",

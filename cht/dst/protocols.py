@@ -43,29 +43,35 @@ from cht.registry import Registry
 
 @dataclass(frozen=True)
 class Protocol:
-    """Field overrides of :class:`Method`: ``sparse`` for every sparse method, then ``per_method`` by name."""
+    """Field overrides of :class:`Method`: ``sparse`` for every sparse method, then ``per_method`` by name,
+    then ``convolutional`` by name for the sparse heads of convolutional models (whose released commands
+    differ from the MLP ones)."""
 
     name: str
     description: str
     sparse: Mapping[str, Any] = field(default_factory=dict)
     per_method: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    convolutional: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         known = set(Method.__dataclass_fields__) - {"name", "description"}
-        for where, changes in [("sparse", self.sparse), *self.per_method.items()]:
+        for where, changes in [("sparse", self.sparse), *self.per_method.items(), *self.convolutional.items()]:
             unknown = sorted(set(changes) - known)
             if unknown:
                 raise ValueError(f"protocol {self.name!r}: overrides of {where!r} name unknown Method fields "
                                  f"{unknown}; known: {sorted(known)}")
         object.__setattr__(self, "sparse", MappingProxyType(dict(self.sparse)))
-        object.__setattr__(self, "per_method", MappingProxyType({k: MappingProxyType(dict(v))
-                                                                 for k, v in self.per_method.items()}))
+        for name in ("per_method", "convolutional"):
+            object.__setattr__(self, name, MappingProxyType({k: MappingProxyType(dict(v))
+                                                             for k, v in getattr(self, name).items()}))
 
-    def apply(self, method: Method) -> Method:
-        """``method`` with this protocol's overrides (dense methods are left as they are)."""
+    def apply(self, method: Method, convolutional: bool = False) -> Method:
+        """``method`` with this protocol's overrides (dense methods are left as they are); ``convolutional``
+        says the sparse layers are a CNN's head."""
         if not method.sparse:
             return method
-        changes = {**self.sparse, **self.per_method.get(method.name, {})}
+        changes = {**self.sparse, **self.per_method.get(method.name, {}),
+                   **(self.convolutional.get(method.name, {}) if convolutional else {})}
         return replace(method, **changes) if changes else method
 
 
@@ -81,9 +87,10 @@ def available_protocols() -> list[str]:
     return PROTOCOLS.names()
 
 
-def resolve_method(method_name: str, protocol: str) -> Method:
-    """The registered method ``method_name`` as protocol ``protocol`` runs it."""
-    return PROTOCOLS.lookup(protocol).apply(get_method(method_name))
+def resolve_method(method_name: str, protocol: str, convolutional: bool = False) -> Method:
+    """The registered method ``method_name`` as protocol ``protocol`` runs it (on a CNN's head when
+    ``convolutional``)."""
+    return PROTOCOLS.lookup(protocol).apply(get_method(method_name), convolutional)
 
 
 register_protocol(Protocol(
@@ -104,9 +111,15 @@ RELEASED_CHT = {
     "regrowth": CHRegrowth("CH3-L3", selection="iclr"), "early_stop": EarlyStop(0.9, sticky=True),
 }
 
+# The CHT command for CNNs (ResNet152 on CIFAR-100, Readme.md at dfbd68d): `--regrow_method CH3_L3 --init_mode
+# swi --bias --early_stop`, without --chain_removal and --self_correlated_sparse. The head starts from the random
+# mask sparse_layer.__init__ draws, with SWI drawn on that mask (no CSTI replaces it), and never percolates.
+RELEASED_CNN_CHT = {"weight_init": "swi_released", "percolation": False}
+
 register_protocol(Protocol(
     "released", "what the authors' commands run: Kaiming (dense fan-in) for the baselines, the ICLR CSTI path "
                 "for CHT, biases N(0, σ²), CH threshold ties, sticky early stop, the released SET counts",
+    convolutional={"cht": RELEASED_CNN_CHT, "cht_iclr": RELEASED_CNN_CHT},
     per_method={
         "static": RELEASED_BASELINE,
         "set": {**RELEASED_BASELINE, "removal": RELEASED_SET_REMOVAL},
@@ -133,7 +146,7 @@ register_protocol(Protocol(
                    "baselines, SWI on the fan-out for CH methods, nn.Linear biases, hard magnitude removal, CHT with "
                    "threshold selection, cosine zeta until 75% and sticky early stop",
     per_method={
-        "static": LATER_BASELINE,
+        "static": LATER_INIT,
         # SET command: `--regrow_method random --init_mode kaiming --remove_method weight_magnitude`, no
         # --adaptive_zeta: constant ζ until the end (run.py:195-198); random regrowth may re-create a link just
         # removed (dst_scheduler.py:750-768).
@@ -141,7 +154,7 @@ register_protocol(Protocol(
         # No RigL command: `--regrow_method gradient` (dst_scheduler.py:770-787) with --adaptive_zeta, the
         # cosine ζ until 75% of training of RigL's paper (ASSUMPTION: the flag; the registry's schedule).
         "rigl": LATER_BASELINE,
-        "mest": LATER_BASELINE,
+        "mest": LATER_INIT,  # its own removal rule (|w| + λ|grad|, dst_scheduler.py:684-691)
         # Not in d1677b5. ASSUMPTION: cosine ζ until 75% of training, as --adaptive_zeta with the LLM
         # scheduler's T_end (llm/torchrun_main.py:847 at 1f91f31).
         "granet": {**LATER_BASELINE, "schedule": EvolutionSchedule(zeta_decay="cosine", end_fraction=0.75)},

@@ -90,3 +90,38 @@ rule claims:
         "../../envs/cht.yaml"
     script:
         "../scripts/claims.py"
+
+
+rule reproduction:
+    """The grid's accuracies and ANP beside the published tables' (cht/analysis/published): per cell Δ and
+    a verdict within the combined standard errors, per dataset Kendall's τ of the methods' orderings."""
+    input:
+        runs=rules.aggregate.output.runs,
+    output:
+        csv=f"{RESULTS}/tables/reproduction.csv",
+        ranks=f"{RESULTS}/tables/reproduction_ranks.csv",
+        md=f"{RESULTS}/tables/reproduction.md",
+        html=report(
+            f"{RESULTS}/tables/reproduction.html",
+            caption="../report/reproduction.rst",
+            category="Tables",
+            labels={"table": "reproduction"},
+        ),
+        figure=report(
+            f"{RESULTS}/figures/reproduction.png",
+            caption="../report/reproduction.rst",
+            category="Reproduction",
+            labels={"figure": "published vs reproduced"},
+        ),
+        figure_pdf=f"{RESULTS}/figures/reproduction.pdf",
+    log:
+        f"{LOGS}/reproduction.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/reproduction.tsv"
+    params:
+        job=job_params(),
+    localrule: True
+    conda:
+        "../../envs/cht.yaml"
+    script:
+        "../scripts/reproduction.py"

@@ -5,17 +5,20 @@ import math
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import torch
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from cht.analysis.figures import CAPTIONS
+from cht.analysis.reproduction import published_counterparts
 from cht.config import RUN_LAYOUT, ConfigError, TrainConfig
 from cht.data import DATASETS
-from cht.dst import CHRegrowth, SoftCHRegrowth, available_methods, get_method, resolve_method
+from cht.dst import CHRegrowth, SoftCHRegrowth, available_methods, get_method
 from cht.grouped import dataset_bytes, max_group_size, model_layer_shapes
 from cht.tracking import config_hash
+from cht.train import configured_method
 
 
 def validate_config(config: dict) -> None:
@@ -54,6 +57,9 @@ RUN_MASKS = f"{RESULTS}/runs/{RUN}/masks.pt"
 RUN_INITIAL_MASKS = f"{RESULTS}/runs/{RUN}/initial_masks.pt"
 RUN_METRICS = f"{RESULTS}/runs/{RUN}/metrics.json"
 CONFIG_HASH = config_hash(config)
+# Whether some run of the grid has a cell in a published table (then the reproduction rule runs).
+HAS_PUBLISHED_COUNTERPART = not published_counterparts(
+    pd.DataFrame([dict(zip(GRID, values)) for values in itertools.product(*GRID.values())])).empty
 
 wildcard_constraints:
     dataset="[a-z0-9_]+",
@@ -91,9 +97,7 @@ check_train_settings()
 def topology_evolves(run: dict) -> bool:
     """Whether the run's method schedules at least one topology update within its training."""
     settings = TrainConfig.from_dict(train_settings(run))
-    method = resolve_method(settings.method, settings.protocol).with_schedule(
-        zeta=settings.zeta, zeta_decay=settings.zeta_decay, interval=settings.update_interval,
-        unit=settings.update_unit, end_fraction=settings.end_fraction)
+    method = configured_method(settings)
     if not method.evolves:
         return False
     schedule = method.schedule
