@@ -376,3 +376,24 @@ def test_protocol_ablation_runs_end_to_end_with_reduced_epochs(tmp_path) -> None
     assert set(runs["protocol"]) == {"uniform", "released"}
     claims = pd.read_csv(tmp_path / "results" / "tables" / "claims.csv")
     assert set(claims["protocol"].dropna()) >= {"uniform", "released"}
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_a_grid_with_a_published_counterpart_compares_it_in_tables_figure_and_report(tmp_path) -> None:
+    """Fashion-MNIST at dim 2 and 1% is a column of the NeurIPS 2025 Table 7: the reproduction rule runs."""
+    config_path = write_config(tmp_path / "table7.yaml", dims=[2], methods=["set"], protocols=["neurips2025"],
+                               train={**yaml.safe_load(TEST_CONFIG.read_text())["train"], "epochs": 1})
+    result = snakemake(tmp_path, "--configfile", str(config_path), "--cores", "2")
+    assert result.returncode == 0, result.stderr[-5000:]
+    tables = tmp_path / "results" / "tables"
+    table = pd.read_csv(tables / "reproduction.csv")
+    runs = pd.read_csv(tables / "runs.csv")
+    assert list(table["method"]) == ["set"] and list(table["protocol"]) == ["neurips2025"]
+    assert table.loc[0, "published_mean"] == 89.00 and table.loc[0, "reproduced_n"] == 1
+    assert table.loc[0, "reproduced_mean"] == pytest.approx(100 * runs.loc[0, "final_test_accuracy"])
+    assert table.loc[0, "verdict"] == "below"  # one epoch on 256 images
+    assert (tmp_path / "results" / "figures" / "reproduction.png").stat().st_size > 10_000
+    report = snakemake(tmp_path, "--configfile", str(config_path), "--report", str(tmp_path / "report.html"))
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "published numbers they reproduce" in (tmp_path / "report.html").read_text()
