@@ -72,7 +72,7 @@ def _registry(module: str, name: str) -> Callable[[], list[str]]:
 
 # Options added after runs were recorded: at their automatic value (None) they stay out of the identity,
 # so checkpoints written before they existed still resume.
-AUTOMATIC_FIELDS = frozenset({"augment", "mixed_precision", "channels_last"})
+AUTOMATIC_FIELDS = frozenset({"augment", "mixed_precision", "channels_last", "early_stop"})
 
 
 @dataclass
@@ -119,6 +119,9 @@ class TrainConfig:
     update_interval: int | None = option(None, "epochs (or steps) between evolution steps", minimum=1)
     update_unit: str | None = option(None, "unit of update_interval",
                                      choices=_registry("cht.dst.schedule", "UNITS"))
+    early_stop: bool | None = option(None, "freeze the topology once regrowth mostly re-creates the links just "
+                                           "removed (default: the method's; false turns it off, true adds it with "
+                                           "an overlap threshold of 0.9)")
     end_fraction: float | None = option(None, "fraction of training after which the topology stops evolving",
                                         minimum=0, maximum=1)
     augment: bool | None = option(None, "augment training images as released (default: on for CNNs on datasets "

@@ -208,6 +208,10 @@ def resolved_params(config: TrainConfig, method: Method, device: torch.device | 
             params[key] = getattr(method.schedule, field_name)
         else:
             params.pop(key)
+    if method.evolves:
+        params["early_stop"] = method.early_stop is not None
+    else:
+        params.pop("early_stop")
     params["device"] = str(device)
     # Options left automatic are logged as what they resolve to, or left out where they do not apply.
     from cht.models import is_convolutional

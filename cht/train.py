@@ -15,7 +15,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from cht.config import TrainConfig
 from cht.data import DATASETS, dataset_checksum, prepare_dataset
 from cht.data.batches import BatchSource, TensorBatches, batch_sources
-from cht.dst import Evolution, Method, resolve_method
+from cht.dst import EarlyStop, Evolution, Method, resolve_method
 from cht.init import init_bias, init_topology, init_weights
 from cht.init.topology import InitContext
 from cht.io import load_checkpoint, save_checkpoint, save_tensors_atomic, write_text_atomic
@@ -187,9 +187,12 @@ def load_run_data(config: TrainConfig) -> RunData:
 def configured_method(config: TrainConfig) -> Method:
     """The run's method, as its protocol sets it up for its model, with the configuration's evolution-schedule
     overrides."""
-    return resolve_method(config.method, config.protocol, is_convolutional(config.model)).with_schedule(
+    method = resolve_method(config.method, config.protocol, is_convolutional(config.model)).with_schedule(
         zeta=config.zeta, zeta_decay=config.zeta_decay, interval=config.update_interval,
         unit=config.update_unit, end_fraction=config.end_fraction)
+    if config.early_stop is None or config.early_stop == (method.early_stop is not None):
+        return method
+    return replace(method, early_stop=EarlyStop() if config.early_stop else None)
 
 
 @dataclass

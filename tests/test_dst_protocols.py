@@ -282,3 +282,16 @@ def test_released_cht_on_a_cnn_head_draws_swi_on_its_own_mask_and_does_not_perco
         assert bool((values != 0).all())
         expected = math.sqrt(2 / (layer.n_links / (layer.in_features * layer.out_features) * layer.in_features))
         assert float(values.std()) == pytest.approx(expected, rel=5 / math.sqrt(2 * values.numel()))
+
+
+def test_the_configuration_can_turn_early_stop_off_or_on_without_changing_other_runs() -> None:
+    from cht.train import configured_method
+
+    base = dict(method="cht", protocol="neurips2025", tracking=False, progress=False)
+    assert configured_method(TrainConfig(**base)).early_stop == EarlyStop(0.9, sticky=True)
+    assert configured_method(TrainConfig(**base, early_stop=True)).early_stop == EarlyStop(0.9, sticky=True)
+    assert configured_method(TrainConfig(**base, early_stop=False)).early_stop is None
+    assert configured_method(TrainConfig(method="set", early_stop=True)).early_stop == EarlyStop()
+    # Left to the method, the key stays out of the run's identity: earlier checkpoints still resume.
+    assert TrainConfig(**base, early_stop=None).identity() == TrainConfig(**base).identity()
+    assert TrainConfig(**base, early_stop=False).identity() != TrainConfig(**base).identity()
