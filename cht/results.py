@@ -49,13 +49,44 @@ TOPOLOGY_COLUMNS: dict[str, Column] = {
 }
 
 
+REGENERATE = "delete it and rerun the pipeline: Snakemake reruns the job that writes it"
+
+
+class DamagedResultError(ValueError):
+    """A results file is truncated, foreign or unreadable; the message names it and how to regenerate it."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path} is damaged ({reason}); {REGENERATE}")
+        self.path = Path(path)
+
+
 def read_json(path: str | Path) -> dict[str, Any]:
-    """One JSON file as a dict, with the file named in the error when it cannot be read."""
+    """One JSON object from a results file; :class:`DamagedResultError` when it is unreadable or not an object."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read results file {path}: {error}") from None
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DamagedResultError(path, "missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DamagedResultError(path, f"not readable JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise DamagedResultError(path, f"holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def read_table(path: str | Path, required: Sequence[str] = ()) -> pd.DataFrame:
+    """A CSV table of the pipeline (runs, curves), checked for the columns its reader needs."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path)
+    except FileNotFoundError:
+        raise DamagedResultError(path, "missing") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DamagedResultError(path, f"not a readable CSV table: {str(error).strip()}") from None
+    missing = [column for column in required if column not in table.columns]
+    if missing:
+        raise DamagedResultError(path, f"lacks column(s) {missing}")
+    return table
 
 
 def numbers(values: Mapping[str, Any]) -> dict[str, float]:
@@ -74,7 +105,7 @@ def _identity(metrics: Mapping[str, Any], path: Path) -> dict[str, Any]:
         metrics = {**metrics, "protocol": metrics.get("config", {}).get("protocol", DEFAULT_PROTOCOL)}
     missing = [key for key in RUN_KEYS if key not in metrics]
     if missing:
-        raise ValueError(f"{path} lacks {missing}: it is not a metrics.json written by cht.train")
+        raise DamagedResultError(path, f"lacks {missing}: not a metrics.json written by cht.train")
     return {key: metrics[key] for key in RUN_KEYS}
 
 
@@ -112,9 +143,12 @@ def learning_curves(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
     frames = []
     for path in metrics_paths:
         metrics = read_json(path)
+        identity = _identity(metrics, Path(path))
+        if not isinstance(metrics.get("test_accuracy"), list) or not isinstance(metrics.get("train_loss"), list):
+            raise DamagedResultError(path, "lacks the per-epoch test_accuracy and train_loss lists")
         accuracy = metrics["test_accuracy"]
         frames.append(pd.DataFrame({
-            **_identity(metrics, Path(path)), "epoch": range(1, len(accuracy) + 1),
+            **identity, "epoch": range(1, len(accuracy) + 1),
             "test_accuracy": accuracy, "train_loss": metrics["train_loss"]}))
     return pd.concat(frames, ignore_index=True)
 

@@ -377,6 +377,31 @@ def test_a_failed_jobs_log_holds_its_traceback(tmp_path, monkeypatch) -> None:
     assert "working" in text and "Traceback (most recent call last)" in text and "ZeroDivisionError" in text
 
 
+def test_a_job_reading_a_damaged_result_ends_with_one_line_naming_it(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+    previous = signal.getsignal(signal.SIGTERM)
+    from jobs import logged
+
+    from cht.io import load_tensors
+    from cht.results import read_json
+
+    broken_metrics, broken_masks = tmp_path / "metrics.json", tmp_path / "masks.pt"
+    broken_metrics.write_text('{"method": "se')
+    broken_masks.write_bytes(b"PK\x03\x04 cut short")
+    for path, read in [(broken_metrics, read_json), (broken_masks, load_tensors)]:
+        log = tmp_path / f"{path.stem}.log"
+        try:
+            with pytest.raises(SystemExit) as stopped, logged(SimpleNamespace(log=[str(log)], rule="aggregate")):
+                read(path)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        message = str(stopped.value.code)
+        assert message.startswith("rule aggregate: ") and str(path) in message and "delete it" in message
+        assert "\n" not in message
+        text = log.read_text()
+        assert message in text and "Traceback" not in text
+
+
 # --- hard kills, end to end -------------------------------------------------------------------------------------
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cht.results import (PERFORMANCE_COLUMNS, TOPOLOGY_COLUMNS, Column, anp_curves, format_summary,
-                         learning_curves, numbers, run_table, scalar_metrics, select, summarise, write_tables)
+from cht.results import (PERFORMANCE_COLUMNS, RUN_KEYS, TOPOLOGY_COLUMNS, Column, DamagedResultError, anp_curves,
+                         format_summary, learning_curves, numbers, read_table, run_table, scalar_metrics, select,
+                         summarise, write_tables)
 
 METHODS = ["static", "set", "cht"]
 
@@ -222,3 +223,58 @@ def test_anp_curves_start_at_initialisation_when_recorded(tmp_path) -> None:
     assert curves["method"].unique().tolist() == ["cht"]
     assert curves["step"].tolist() == list(range(len(with_initial["evolution"]) + 1))
     assert curves.iloc[0][["epoch", "train_step", "anp"]].tolist() == [0, 0, 0.95]
+
+
+# --- damaged results: every reader names the file and how to regenerate it ------------------------------------
+
+DAMAGE = {
+    "truncated": lambda text: text[: len(text) // 2],
+    "empty": lambda text: "",
+    "foreign": lambda text: json.dumps({"accuracy": [0.9]}),
+    "not an object": lambda text: json.dumps([1, 2, 3]),
+    "not text": lambda text: "\udcff",
+}
+
+
+def damage(path: Path, kind: str) -> None:
+    text = DAMAGE[kind](path.read_text())
+    if kind == "not text":
+        path.write_bytes(b"\xff\xfe\x00garbage")
+    else:
+        path.write_text(text)
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+@pytest.mark.parametrize("reader", ["run_table", "learning_curves", "anp_curves"])
+def test_a_damaged_metrics_file_is_named_with_the_fix(tmp_path, random_runs, kind, reader) -> None:
+    metrics_paths, topology_paths = write_runs(tmp_path, random_runs[:3])
+    damage(metrics_paths[1], kind)
+    read = {"run_table": lambda: run_table(metrics_paths, topology_paths),
+            "learning_curves": lambda: learning_curves(metrics_paths), "anp_curves": lambda: anp_curves(metrics_paths)}
+    with pytest.raises(DamagedResultError, match="delete it and rerun the pipeline") as error:
+        read[reader]()
+    assert error.value.path == metrics_paths[1] and str(metrics_paths[1]) in str(error.value)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "not an object", "not text"])
+def test_a_damaged_topology_file_is_named_with_the_fix(tmp_path, random_runs, kind) -> None:
+    metrics_paths, topology_paths = write_runs(tmp_path, random_runs[:3])
+    damage(topology_paths[2], kind)
+    with pytest.raises(DamagedResultError, match="delete it and rerun") as error:
+        run_table(metrics_paths, topology_paths)
+    assert error.value.path == topology_paths[2]
+
+
+def test_a_missing_or_damaged_table_is_named_with_the_fix(tmp_path, random_runs) -> None:
+    metrics_paths, topology_paths = write_runs(tmp_path, random_runs)
+    path = tmp_path / "runs.csv"
+    run_table(metrics_paths, topology_paths).to_csv(path, index=False)
+    assert len(read_table(path, RUN_KEYS)) == len(random_runs)
+    text = path.read_text()
+    for content, reason in [("", "not a readable CSV"), ('a,b\n"1,2\n', "not a readable CSV"),
+                            (text.replace("method", "technique"), "lacks column")]:
+        path.write_text(content)
+        with pytest.raises(DamagedResultError, match=reason):
+            read_table(path, RUN_KEYS)
+    with pytest.raises(DamagedResultError, match="missing"):
+        read_table(tmp_path / "absent.csv")

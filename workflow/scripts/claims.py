@@ -2,15 +2,15 @@
 
 from pathlib import Path
 
-import pandas as pd
 from jobs import job_tracker, log_outputs, logged
 
 from cht.analysis.claims import claims_table, write_claims
+from cht.results import RUN_KEYS, read_table
 
 with logged(snakemake):
     tracker = job_tracker(snakemake)
     with tracker.run():
-        runs = pd.read_csv(snakemake.input.runs)
+        runs = read_table(snakemake.input.runs, RUN_KEYS)
         table = claims_table(runs, snakemake.params.subject, snakemake.params.baselines)
         write_claims(table, Path(snakemake.output.csv).with_suffix(""))
         print(Path(snakemake.output.md).read_text())

@@ -47,16 +47,31 @@ def interrupt_on_sigterm(signum: int, frame: Any) -> None:
 
 @contextmanager
 def logged(snakemake: Any) -> Iterator[None]:
-    """Send the job's printed output, warnings, log records and, if it fails, its traceback to its log file."""
+    """Send the job's printed output, warnings, log records and, if it fails, its traceback to its log file.
+
+    A damaged input (a truncated or foreign ``metrics.json``, ``topology.json``, table or ``masks.pt``) ends the
+    job with one line naming the file and how to regenerate it, in the log and on the terminal, no traceback.
+    """
+    from cht.io import CheckpointError
+    from cht.results import DamagedResultError
+
     signal.signal(signal.SIGTERM, interrupt_on_sigterm)
-    with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
-        logging.basicConfig(stream=log, level=logging.INFO, force=True)
+    with open(snakemake.log[0], "w") as log:
         try:
-            yield
-        except BaseException:
-            # Python prints the traceback only after the redirection has ended: write it here too.
-            traceback.print_exc(file=log)
-            raise
+            with redirect_stdout(log), redirect_stderr(log):
+                logging.basicConfig(stream=log, level=logging.INFO, force=True)
+                try:
+                    yield
+                except (DamagedResultError, CheckpointError):
+                    raise
+                except BaseException:
+                    # Python prints the traceback only after the redirection has ended: write it here too.
+                    traceback.print_exc(file=log)
+                    raise
+        except (DamagedResultError, CheckpointError) as error:
+            message = f"rule {snakemake.rule}: {error}"
+            print(message, file=log)
+            raise SystemExit(message) from None
 
 
 def log_outputs(tracker: Tracker, snakemake: Any) -> None:

@@ -2,15 +2,15 @@
 
 from pathlib import Path
 
-import pandas as pd
 from jobs import job_tracker, log_outputs, logged
 
 from cht.analysis.reproduction import rank_agreement, reproduction_figure, reproduction_table, write_reproduction
+from cht.results import RUN_KEYS, read_table
 
 with logged(snakemake):
     tracker = job_tracker(snakemake)
     with tracker.run():
-        table = reproduction_table(pd.read_csv(snakemake.input.runs))
+        table = reproduction_table(read_table(snakemake.input.runs, RUN_KEYS))
         write_reproduction(table, rank_agreement(table), Path(snakemake.output.csv).with_suffix(""))
         for path in (snakemake.output.figure, snakemake.output.figure_pdf):
             reproduction_figure(table, path)
