@@ -20,10 +20,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors a user can cause (bad input, missing data, unusable folders or servers): a message, no traceback."""
     from cht.data import DatasetError
     from cht.io import CheckpointError, OutputError
+    from cht.memory import MemoryRequirementError
     from cht.tracking import TrackingError
     from cht.train import TrainingDiverged
 
-    return ConfigError, DatasetError, TrackingError, CheckpointError, OutputError, TrainingDiverged, OSError
+    return (ConfigError, DatasetError, TrackingError, CheckpointError, OutputError, TrainingDiverged,
+            MemoryRequirementError, OSError)
 
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:

@@ -31,6 +31,7 @@ from cht.dst import EarlyStop, Evolution, Method, resolve_method
 from cht.init import init_bias, init_topology, init_weights
 from cht.init.topology import InitContext
 from cht.io import load_checkpoint, save_checkpoint, save_tensors_atomic, write_text_atomic
+from cht.memory import available_memory, check_run_memory, estimate_run_memory
 from cht.models import build_model, configure_performance, is_convolutional, topology_init_for
 from cht.sparse import after_optimizer_step, align_optimizer_state, link_counts, sparse_layers
 from cht.tracking import Tracker, evolution_metrics, resolved_params, training_run_name
@@ -294,9 +295,11 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     tracker = tracker or Tracker(config.experiment, enabled=False)
     tracker.run_name = tracker.run_name or training_run_name(config)
 
-    data = load_run_data(config)
     method = configured_method(config)
     backend = resolve_backend(config, device, method.sparse)
+    check_run_memory(estimate_run_memory(config, method, device, backend, SPARSE_BACKEND_MAX_DENSITY),
+                     available_memory(device), backend)
+    data = load_run_data(config)
     built = build_run(config, method, data.train_inputs, backend)
     model, layers = built.model, built.layers
     initial_links, initial_masks = built.initial_links, built.initial_masks

@@ -49,11 +49,15 @@ def interrupt_on_sigterm(signum: int, frame: Any) -> None:
 def logged(snakemake: Any) -> Iterator[None]:
     """Send the job's printed output, warnings, log records and, if it fails, its traceback to its log file.
 
-    A damaged input (a truncated or foreign ``metrics.json``, ``topology.json``, table or ``masks.pt``) ends the
-    job with one line naming the file and how to regenerate it, in the log and on the terminal, no traceback.
+    A damaged input (a truncated or foreign ``metrics.json``, ``topology.json``, table or ``masks.pt``), or a run
+    too large for the memory it may use, ends the job with one line naming the file (or the estimate) and the
+    fix, in the log and on the terminal, no traceback.
     """
     from cht.io import CheckpointError
+    from cht.memory import MemoryRequirementError
     from cht.results import DamagedResultError
+
+    one_line = (DamagedResultError, CheckpointError, MemoryRequirementError)
 
     signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     with open(snakemake.log[0], "w") as log:
@@ -62,13 +66,13 @@ def logged(snakemake: Any) -> Iterator[None]:
                 logging.basicConfig(stream=log, level=logging.INFO, force=True)
                 try:
                     yield
-                except (DamagedResultError, CheckpointError):
+                except one_line:
                     raise
                 except BaseException:
                     # Python prints the traceback only after the redirection has ended: write it here too.
                     traceback.print_exc(file=log)
                     raise
-        except (DamagedResultError, CheckpointError) as error:
+        except one_line as error:
             message = f"rule {snakemake.rule}: {error}"
             print(message, file=log)
             raise SystemExit(message) from None
