@@ -397,3 +397,30 @@ def test_a_grid_with_a_published_counterpart_compares_it_in_tables_figure_and_re
     report = snakemake(tmp_path, "--configfile", str(config_path), "--report", str(tmp_path / "report.html"))
     assert report.returncode == 0, report.stderr[-3000:]
     assert "published numbers they reproduce" in (tmp_path / "report.html").read_text()
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_a_second_pipeline_on_the_same_results_is_refused_and_leaves_the_store_alone(tmp_path) -> None:
+    config_path = write_config(tmp_path / "busy.yaml", methods=["fc"], experiment="cht-lock-test",
+                               train={"epochs": 50, "batch_size": 32, "max_train_samples": 20000,
+                                      "max_test_samples": 200, "device": "cpu"})
+    target = "results/runs/fashion_mnist/mlp-dim1/density0.01/uniform/fc/seed0/metrics.json"
+    first = subprocess.Popen(snakemake_command(tmp_path, "--configfile", str(config_path), "--cores", "1", target),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        checkpoint = (tmp_path / target).parent / "checkpoint.pt"
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists() and time.monotonic() < deadline:  # training: the first holds its lock
+            assert first.poll() is None, "the first pipeline ended before the second could start"
+            time.sleep(0.1)
+        second = snakemake(tmp_path, "--configfile", str(config_path), "--cores", "1")
+        assert first.poll() is None, "the first pipeline ended before the second was refused"
+        output = second.stdout + second.stderr
+        assert second.returncode != 0 and "cannot be locked" in output and "--unlock" in output, output[-3000:]
+    finally:
+        os.killpg(first.pid, signal.SIGINT)  # Ctrl-C: the first pipeline stops and records it
+        first.wait(timeout=120)
+    parents = [run for run in mlflow_runs(tmp_path / "results", "cht-lock-test")
+               if run.data.tags.get("cht.pipeline") == "true"]
+    assert len(parents) == 1  # the refused pipeline created no parent run
