@@ -190,8 +190,10 @@ def test_resolved_params_hold_the_schedule_rules_and_device_each_method_uses(nam
         assert (params["zeta"], params["zeta_decay"], params["update_interval"], params["update_unit"],
                 params["end_fraction"]) == (schedule.zeta, schedule.zeta_decay, schedule.interval, schedule.unit,
                                             schedule.end_fraction)
-        assert params["rules"]["removal"] == repr(method.removal) != "none"
-        assert params["rules"]["regrowth"] == repr(method.regrowth) != "none"
+        # Gradual magnitude pruning evolves by its density schedule alone, without either rule.
+        for rule in ("removal", "regrowth"):
+            assert params["rules"][rule] == (repr(getattr(method, rule)) if getattr(method, rule) else "none")
+        assert params["early_stop"] == (method.early_stop is not None)
     else:
         assert not {"zeta", "zeta_decay", "update_interval", "update_unit", "end_fraction"} & set(params)
         assert params["rules"]["removal"] == params["rules"]["regrowth"] == "none"
