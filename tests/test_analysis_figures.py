@@ -99,3 +99,19 @@ def test_topology_figures_reject_unusable_networks(tmp_path: Path) -> None:
         figures.plot_hyperbolic_embedding_methods({}, tmp_path / "none")
     with pytest.raises(TypeError, match="boolean mask"):
         figures.plot_layered_communities([torch.ones(4, 5)], tmp_path / "float")
+
+
+def test_every_method_of_a_learning_figure_has_its_own_colour_and_line_style(monkeypatch, tmp_path: Path) -> None:
+    methods = [f"method{index:02d}" for index in range(16)]
+    df = pd.DataFrame([{"dataset": "fashion_mnist", "model": "mlp", "dim": 1, "density": 0.01, "protocol": "uniform",
+                        "method": method, "seed": seed, "epoch": epoch, "test_accuracy": 0.5 + 0.01 * index + 0.001 * epoch,
+                        "train_loss": 1.0}
+                       for index, method in enumerate(methods) for seed in range(2) for epoch in range(1, 4)])
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda figure, stem: drawn.append(figure) or [])
+    figures.plot_learning_curves(df, tmp_path / "curves")
+    lines = [line for line in drawn[0].axes[0].get_lines() if len(line.get_xdata()) == 3]
+    assert len(lines) == len(methods)
+    looks = {(line.get_color() if isinstance(line.get_color(), str) else tuple(np.round(line.get_color(), 4)),
+              line.get_linestyle(), tuple(line._dash_pattern[1] or ())) for line in lines}
+    assert len(looks) == len(methods)  # no two methods look alike

@@ -101,10 +101,23 @@ def _require_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:
         raise ValueError("df has no rows: nothing to plot")
 
 
+#: Line styles of the methods after the palette's first ten colours (solid, dashed, dotted, dash-dot).
+METHOD_DASHES = ("", (4, 2), (1, 1.5), (3, 1, 1, 1))
+PALETTE_SIZE = 10
+
+
 def _method_palette(methods: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    """One colour per method, stable across figures that show the same methods."""
+    """One colour per method, stable across figures that show the same methods: the colour-blind palette's ten
+    colours in turn (methods beyond ten share a colour and differ by :func:`_method_dashes`)."""
     names = sorted(set(methods))
-    return dict(zip(names, sns.color_palette("colorblind", len(names))))
+    colours = sns.color_palette("colorblind", PALETTE_SIZE)
+    return {name: colours[index % PALETTE_SIZE] for index, name in enumerate(names)}
+
+
+def _method_dashes(methods: Sequence[str]) -> dict[str, str | tuple[float, ...]]:
+    """A line style per method, so that every (colour, style) pair is one method's."""
+    names = sorted(set(methods))
+    return {name: METHOD_DASHES[(index // PALETTE_SIZE) % len(METHOD_DASHES)] for index, name in enumerate(names)}
 
 
 def _layer_names(n_layers: int) -> list[str]:
@@ -169,7 +182,8 @@ def plot_learning_curves(df: pd.DataFrame, stem: str | Path) -> list[Path]:
         panels = figure.subplots(1, len(datasets), squeeze=False)[0]
         for axes, dataset in zip(panels, datasets):
             sns.lineplot(data=df[df["dataset"] == dataset], x="epoch", y="test_accuracy", hue="method",
-                         palette=palette, errorbar="sd", ax=axes, legend=axes is panels[-1])
+                         palette=palette, style="method", dashes=_method_dashes(df["method"]), errorbar="sd",
+                         ax=axes, legend=axes is panels[-1])
             axes.set(title=str(dataset), xlabel="epoch", ylabel="test accuracy")
         if len(palette) > 0:
             sns.move_legend(panels[-1], "center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
@@ -214,8 +228,8 @@ def _anp_lines(df: pd.DataFrame, stem: str | Path, x: str, xlabel: str, **line: 
     with _style():
         figure = Figure(figsize=(5.0, 3.6), layout="constrained")
         axes = figure.add_subplot()
-        sns.lineplot(data=df, x=x, y="anp", hue="method", palette=_method_palette(df["method"]),
-                     errorbar="sd", ax=axes, **line)
+        sns.lineplot(data=df, x=x, y="anp", hue="method", palette=_method_palette(df["method"]), style="method",
+                     dashes=_method_dashes(df["method"]), errorbar="sd", ax=axes, **line)
         axes.set(xlabel=xlabel, ylabel="active-neuron proportion", ylim=(0, 1.05))
         sns.move_legend(axes, "lower left", frameon=False)
         return _save(figure, stem)
