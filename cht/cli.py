@@ -81,7 +81,10 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or args.results_dir / "runs" / config.run_path()
     if config.tracking:
         _check_tracking(args.results_dir, resolve_tracking_uri(args.results_dir), check_reachable)
-    created = ensure_folder(out, "--out" if args.out else "--results-dir")
+    # An empty output folder is what a run killed from outside (OOM, SIGKILL) before its first checkpoint leaves:
+    # it is this run's to remove again if this one fails too.
+    leftover = [out] if out.is_dir() and not any(out.iterdir()) else []
+    created = leftover + ensure_folder(out, "--out" if args.out else "--results-dir")
     tracker = Tracker(config.experiment, run_name=training_run_name(config),
                       enabled=config.tracking, results_dir=args.results_dir)
     try:

@@ -86,6 +86,22 @@ def test_the_cli_refuses_a_run_too_large_and_leaves_no_folder(tmp_path, capsys) 
     assert not out.exists() and not (tmp_path / "runs").exists()
 
 
+def test_the_empty_folder_of_a_run_killed_from_outside_is_removed_when_the_next_start_fails(tmp_path, capsys) -> None:
+    out = tmp_path / "killed"
+    out.mkdir()  # what the OOM killer or SIGKILL leaves before the first checkpoint
+    with pytest.raises(SystemExit):
+        main(["train", "--method", "set", "--dim", "200", "--backend", "masked", "--no-tracking", "--no-progress",
+              "--device", "cpu", "--out", str(out)])
+    assert not out.exists()
+    kept = tmp_path / "resumable"
+    kept.mkdir()
+    (kept / "checkpoint.pt").write_bytes(b"")  # a folder with a checkpoint is never removed
+    with pytest.raises(SystemExit):
+        main(["train", "--method", "set", "--dim", "200", "--backend", "masked", "--no-tracking", "--no-progress",
+              "--device", "cpu", "--out", str(kept)])
+    assert (kept / "checkpoint.pt").exists()
+
+
 CHILD = ("import resource, runpy, sys\n"
          "sys.argv = ['cht'] + sys.argv[1:]\n"
          "try:\n"
