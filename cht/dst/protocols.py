@@ -170,5 +170,7 @@ register_protocol(Protocol(
                 "schedule": EvolutionSchedule(zeta_decay="cosine", end_fraction=0.75)},
         "chtsp": LATER_CH,
         "chtsn": LATER_CH,
+        "chtsp_ri": LATER_CH,
+        "chtsn_ri": LATER_CH,
         "chtssn": LATER_CH,
     }))
