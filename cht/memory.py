@@ -35,8 +35,8 @@ GIB = 1024**3
 #: Host memory of the interpreter with torch, numpy, scipy and the library imported (0.84 GiB) and training (the
 #: allocator's caches, the checkpoint being written): the fit to the peaks of bench/memory_estimate.py.
 RUNTIME_BYTES = int(0.95 * GIB)
-#: Masked storage, per position: float32 weight, gradient and momentum, bool mask.
-MASKED_BYTES_PER_POSITION = 4 + 4 + 4 + 1
+#: Masked storage, per position: float32 weight, gradient, momentum and the masked gradient's temporary, bool mask.
+MASKED_BYTES_PER_POSITION = 4 + 4 + 4 + 4 + 1
 #: Sparse storage, per link: int64 position, float32 value, gradient and momentum, and the int64 indices of
 #: the by-output and by-input orientations (columns, order, rows).
 SPARSE_BYTES_PER_LINK = 8 + 4 + 4 + 4 + 3 * 8
@@ -46,7 +46,7 @@ LINK_INDEX_BYTES = 8
 DENSE_BYTES_PER_PARAMETER = 12
 #: Transients of an update on the largest layer, per position: CH scores and candidate masks (float32 and
 #: float64 work arrays of the scorers, the selection's keys); gradient rules: the dense gradient and top-k.
-CH_BYTES_PER_POSITION = 24
+CH_BYTES_PER_POSITION = 48
 GRADIENT_BYTES_PER_POSITION = 17
 #: Streamed datasets (CNN inputs) keep a few batches in flight per loader worker.
 STREAMED_BATCHES = 8
