@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -184,3 +185,12 @@ def network_metrics(masks: Sequence[MaskLike], weights: Sequence[MaskLike] | Non
             "embedding_asi_communities": angular_separation_index(coordinates.angle, community, seed=seed),
         }
     return result
+
+
+def run_topology(masks_path: str | Path, *, embedding: bool = False, seed: int = 0,
+                 path_sources: int | None = 8192) -> dict[str, Any]:
+    """:func:`network_metrics` of a run's ``masks.pt`` (empty for a dense model, which has no sparse layers)."""
+    from cht.io import load_tensors
+
+    masks = load_tensors(masks_path)
+    return network_metrics(masks, embedding=embedding, seed=seed, path_sources=path_sources) if masks else {}

@@ -239,8 +239,8 @@ def collect_runs(runs_dir: str | Path, out_dir: str | Path, *, path_sources: int
     import json
     import shutil
 
-    from cht.analysis import network_metrics
-    from cht.io import load_tensors, write_text_atomic
+    from cht.analysis.metrics import run_topology
+    from cht.io import write_text_atomic
 
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     copied = []
@@ -252,8 +252,7 @@ def collect_runs(runs_dir: str | Path, out_dir: str | Path, *, path_sources: int
         if topology.exists():
             shutil.copyfile(topology, target / "topology.json")
         elif (metrics.parent / "masks.pt").exists():
-            masks = load_tensors(metrics.parent / "masks.pt")
-            values = network_metrics(masks, seed=seed, path_sources=path_sources) if masks else {}
+            values = run_topology(metrics.parent / "masks.pt", seed=seed, path_sources=path_sources)
             write_text_atomic(target / "topology.json", json.dumps(values, indent=2))
         copied.append(target / "metrics.json")
     return copied

@@ -5,19 +5,16 @@ from pathlib import Path
 
 from jobs import job_tracker, log_outputs, logged
 
-from cht.analysis import network_metrics
+from cht.analysis.metrics import run_topology
 from cht.results import scalar_metrics
-from cht.io import load_tensors
 
 with logged(snakemake):
     tracker = job_tracker(snakemake)
     settings = snakemake.params.analysis
     with tracker.run():
         for masks_path, topology_path in zip(snakemake.input.masks, snakemake.output.topology):
-            masks = load_tensors(masks_path)
-            # A dense model has no sparse layers: its topology is not analysed.
-            topology = network_metrics(masks, embedding=settings["embedding"], seed=settings["seed"],
-                                       path_sources=settings["path_sources"]) if masks else {}
+            topology = run_topology(masks_path, embedding=settings["embedding"], seed=settings["seed"],
+                                    path_sources=settings["path_sources"])
             Path(topology_path).write_text(json.dumps(topology, indent=2))
             run = Path(topology_path).parent
             label = f"{run.parent.name}.{run.name}"  # method.seedN
