@@ -13,7 +13,8 @@ from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any
 
-from cht.config import RUN_LAYOUT, ConfigError, TrainConfig, describe, key_schema
+from cht.config import RUN_LAYOUT, ConfigError, TrainConfig, describe, key_schema, training_run_name
+from cht.processes import TrainingStopped
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -62,7 +63,7 @@ def _add_key(parser: argparse.ArgumentParser, key: Field) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from cht.io import ensure_folder, remove_empty_folders
-    from cht.tracking import Tracker, check_reachable, resolve_tracking_uri, training_run_name
+    from cht.tracking import Tracker, check_reachable, resolve_tracking_uri
     from cht.train import resolve_device, train
 
     flags = {key.name: option for key in fields(TrainConfig)
@@ -207,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
     except _user_errors() as error:
         parser.exit(1, f"{parser.prog} {args.command}: error: {_message(error)}\n")
+    except TrainingStopped as stop:  # SIGTERM (a scheduler's time limit or preemption): worth a retry
+        parser.exit(stop.exit_status, f"{parser.prog} {args.command}: {stop}\n")
     return 1
 
 

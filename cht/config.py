@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-#: Where a run's outputs go below ``<results>/runs`` (the CLI's default and the pipeline's layout).
-RUN_LAYOUT = "{dataset}/{model}-dim{dim}/density{density}/{protocol}/{method}/seed{seed}"
+#: The protocol of runs that do not name one (also of runs recorded before protocols existed).
+DEFAULT_PROTOCOL = "uniform"
 #: Largest seed every generator in play accepts (numpy's legacy seeding is 32-bit).
 MAX_SEED = 2**32 - 1
 
@@ -42,7 +42,9 @@ class ConfigError(ValueError):
 
 
 def option(default: Any, help: str, *, choices: Callable[[], list[str]] | list[str] | None = None,
-           observation: bool = False, pipeline: str | None = "train", flag: str | None = None, **schema: Any) -> Any:
+           observation: bool = False, pipeline: str | None = "train", flag: str | None = None,
+           folder: str | None = None, setting: bool = True, label: Callable[[Any], str] = str,
+           grid_list: str | None = None, **schema: Any) -> Any:
     """Declare a :class:`TrainConfig` key.
 
     ``schema`` holds JSON-schema keywords on top of the type (``minimum``, ``exclusiveMinimum``,
@@ -51,10 +53,18 @@ def option(default: Any, help: str, *, choices: Callable[[], list[str]] | list[s
     not what it computes: they stay out of :meth:`TrainConfig.identity`, so a resumed run may change them.
     ``pipeline`` says where the key lives in the pipeline's config: ``train`` (the shared ``train:``
     settings, the default), ``grid`` (a list per key: ``methods``, ``densities``, ...; a new one also needs
-    a wildcard), ``run`` (a top-level key) or None (not set by the pipeline). ``flag`` overrides the command-line option's name (default ``--key-with-dashes``).
+    a wildcard), ``run`` (a top-level key) or None (not set by the pipeline). ``flag`` overrides the
+    command-line option's name (default ``--key-with-dashes``).
+
+    The ``grid`` keys are the run key, in the order of a run's folder path; from them derive the run and
+    setting folders, the pipeline's wildcards and grid lists, table keys and run names. For those:
+    ``folder`` is the path segment the key writes (None: it appears in another key's segment),
+    ``setting=False`` marks the keys that vary within a setting (method and seed), ``label`` how a run
+    name shows the value, ``grid_list`` the pipeline's list of values (default: the key plus ``s``).
     """
     metadata = {"help": help, "choices": choices, "observation": observation, "pipeline": pipeline,
-                "flag": flag, "schema": schema}
+                "flag": flag, "schema": schema, "folder": folder, "setting": setting, "label": label,
+                "grid_list": grid_list}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -79,17 +89,26 @@ AUTOMATIC_FIELDS = frozenset({"augment", "mixed_precision", "channels_last", "ea
 class TrainConfig:
     """Everything that defines one training run. Defaults follow the paper's MLP settings."""
 
-    method: str = option("set", "sparse-training method (python -m cht methods)",
-                         choices=_registry("cht.dst", "available_methods"), pipeline="grid")
-    protocol: str = option("uniform", "how every method is set up: uniform (the same initialisation for all) or "
-                                      "released (as the authors' commands)",
-                           choices=_registry("cht.dst", "available_protocols"), pipeline="grid")
+    # The run key (pipeline="grid"), in the order of a run's folder: <dataset>/<model>-dim<dim>/...
     dataset: str = option("fashion_mnist", "dataset (python -m cht datasets)",
-                          choices=_registry("cht.data", "available_datasets"), pipeline="grid")
-    model: str = option("mlp", "model architecture", choices=_registry("cht.models", "MODELS"), pipeline="grid")
-    dim: int = option(1, "hidden width as a multiple of the input size", minimum=1, pipeline="grid")
+                          choices=_registry("cht.data", "available_datasets"), pipeline="grid", folder="{dataset}")
+    model: str = option("mlp", "model architecture", choices=_registry("cht.models", "MODELS"), pipeline="grid",
+                        folder="{model}-dim{dim}")
+    dim: int = option(1, "hidden width as a multiple of the input size", minimum=1, pipeline="grid",
+                      label="d{}".format)
     density: float = option(0.01, "fraction of links kept in each sparse layer", exclusiveMinimum=0, maximum=1,
-                            pipeline="grid")
+                            pipeline="grid", folder="density{density}", grid_list="densities",
+                            label=lambda density: f"{float(density) * 100:g}%")
+    protocol: str = option(DEFAULT_PROTOCOL, "how every method is set up: uniform (the same initialisation for all), "
+                                      "released (as the authors' ICLR 2024 commands) or neurips2025 (as their "
+                                      "later release runs Table 7)",
+                           choices=_registry("cht.dst", "available_protocols"), pipeline="grid", folder="{protocol}",
+                           label=lambda protocol: "" if protocol == DEFAULT_PROTOCOL else protocol)
+    method: str = option("set", "sparse-training method (python -m cht methods)",
+                         choices=_registry("cht.dst", "available_methods"), pipeline="grid", folder="{method}",
+                         setting=False)
+    seed: int = option(0, "random seed of every generator", minimum=0, maximum=MAX_SEED, pipeline="grid",
+                       folder="seed{seed}", setting=False, label="s{}".format)
     density_distribution: str = option("uniform", "how links are spread over layers",
                                        choices=_registry("cht.sparse.density", "DISTRIBUTIONS"))
     epochs: int = option(10, "training epochs", minimum=1)
@@ -100,7 +119,6 @@ class TrainConfig:
     lr_final_factor: float = option(0.01, "learning rate at the end, as a fraction of lr", minimum=0, maximum=1)
     lr_decay_fraction: float = option(0.9, "fraction of the epochs over which lr decays linearly",
                                       minimum=0, maximum=1)
-    seed: int = option(0, "random seed of every generator", minimum=0, maximum=MAX_SEED, pipeline="grid")
     device: str = option("auto", "auto (CUDA when present), cpu, mps, cuda or cuda:N",
                          pattern="^(auto|cpu|mps|cuda(:[0-9]+)?)$", observation=True)
     backend: str = option("auto", "sparse-layer storage: auto (on a CPU each layer sparse while its density <= 0.1 "
@@ -225,7 +243,7 @@ class TrainConfig:
 
     def run_path(self) -> str:
         """This run's folder below ``<results>/runs``, as :data:`RUN_LAYOUT` says (density written as ``%g``)."""
-        return RUN_LAYOUT.format(**{**self.to_dict(), "density": f"{self.density:g}"})
+        return RUN_LAYOUT.format(**{key: wildcard_value(getattr(self, key)) for key in RUN_KEY})
 
     def identity(self) -> str:
         """Hash of the keys that define what the run computes (resume refuses a checkpoint of another)."""
@@ -235,6 +253,76 @@ class TrainConfig:
 
 
 JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
+
+# The run key and everything derived from it: one declaration (the grid options above), every spelling.
+_GRID = [f for f in fields(TrainConfig) if f.metadata["pipeline"] == "grid"]
+#: The keys that identify a run, in the order of its folder path.
+RUN_KEY: tuple[str, ...] = tuple(f.name for f in _GRID)
+#: The keys of a setting: a run's key less those that vary within a setting (method and seed).
+SETTING_KEY: tuple[str, ...] = tuple(f.name for f in _GRID if f.metadata["setting"])
+#: The keys that tell apart the runs of a setting.
+MEMBER_KEY: tuple[str, ...] = tuple(key for key in RUN_KEY if key not in SETTING_KEY)
+#: Each grid key's list of values in the pipeline's config (``datasets``, ``densities``, ...).
+GRID_LISTS: dict[str, str] = {f.name: f.metadata["grid_list"] or f"{f.name}s" for f in _GRID}
+
+
+def folder_layout(keys: typing.Iterable[str]) -> str:
+    """The folder path of ``keys`` (a subset of :data:`RUN_KEY`), with a ``{key}`` placeholder per key."""
+    wanted = set(keys)
+    return "/".join(f.metadata["folder"] for f in _GRID if f.metadata["folder"] and f.name in wanted)
+
+
+#: Where a run's outputs go below ``<results>/runs`` (the CLI's default and the pipeline's layout).
+RUN_LAYOUT = folder_layout(RUN_KEY)
+#: A setting's folder (figures, groups, logs of per-setting jobs).
+SETTING_LAYOUT = folder_layout(SETTING_KEY)
+
+
+def wildcard_value(value: Any) -> str:
+    """A key's value as it appears in paths and wildcards (numbers in ``%g``: density 0.01, not 0.010)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def parse_wildcard(key: str, text: str) -> Any:
+    """A grid key's value from its text in a path or wildcard."""
+    return _field_types()[key][0](text)
+
+
+def wildcard_patterns() -> dict[str, str]:
+    """The regular expression each grid key's wildcard matches, from its type."""
+    patterns = {int: r"\d+", float: r"[0-9.e+-]+", str: "[a-z0-9_]+"}
+    return {key: patterns[_field_types()[key][0]] for key in RUN_KEY}
+
+
+def panel_title(keys: typing.Iterable[str]) -> str:
+    """A figure panel's title pattern: words as they are, numbers named (``{model}, dim {dim}``)."""
+    return ", ".join(f"{{{key}}}" if _field_types()[key][0] is str else f"{key} {{{key}}}" for key in keys)
+
+
+def describe_run(values: typing.Mapping[str, Any]) -> str:
+    """A run's identity as the UI's narrow columns and chart legends need it: what varies within a setting first.
+
+    ``{"method": "cht", "seed": 2, "dataset": "fashion_mnist", "model": "mlp", "dim": 1, "density": 0.01}``
+    → ``cht s2 · fashion_mnist mlp d1 1%``; missing keys are left out, unknown ones appended as ``key=value``.
+    Each key is shown by its ``label`` (the default protocol not at all).
+    """
+    labels = {f.name: f.metadata["label"] for f in _GRID}
+    groups = [[labels[key](values[key]) for key in keys if key in values] for keys in (MEMBER_KEY, SETTING_KEY)]
+    groups[1] += [f"{key}={value}" for key, value in values.items() if key not in labels]
+    return " · ".join(" ".join(word for word in group if word) for group in groups if any(group))
+
+
+def training_run_name(config: TrainConfig) -> str:
+    """Run name of a training run (the CLI's and the pipeline's ``train`` jobs' alike)."""
+    return describe_run({key: getattr(config, key) for key in RUN_KEY})
+
+
+def job_run_name(rule: str, wildcards: typing.Mapping[str, Any]) -> str:
+    """Run name of a pipeline job: a training run's name, or the rule followed by its wildcards."""
+    described = describe_run(wildcards)
+    if rule == "train":
+        return described
+    return f"{rule} · {described}" if described else rule
 
 
 @cache

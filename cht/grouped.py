@@ -6,8 +6,9 @@ stacked along a leading *run axis*: member ``k``'s weights are slice ``k`` of a 
 its batch slice ``k`` of a ``(K, B, in)`` input, and one ``torch.baddbmm`` per layer computes every
 member's forward (and backward) pass. The members stay independent runs:
 
-* each is built exactly as :func:`cht.train.train` builds it (same seeding, model, initial topology) and
-  then copied into the stack, so it starts from the same weights and links;
+* each is built from the same seeding, model and initial topology as :func:`cht.train.train` builds, then
+  copied into the stack, so it starts from the same weights and links; only the storage differs (masked
+  dense slices of the stack, where a single run on a CPU may keep sparse layers as links);
 * each draws its own data order from its own shuffle generator, has its own learning-rate schedule,
   momentum buffer slice (:class:`GroupedSGD` follows ``torch.optim.SGD``'s arithmetic with per-run
   hyper-parameters) and its own :class:`cht.dst.Evolution`, which drives the member through
@@ -20,7 +21,8 @@ order (batched against single products). Storage is masked-dense: at the paper's
 GPU computes a dense batched product faster than it gathers sparse ones.
 
 Every member still writes its own ``initial_masks.pt``, ``masks.pt`` and ``metrics.json`` and logs to
-its own mlflow run; the group keeps one checkpoint, written after every epoch, that resumes all members.
+its own mlflow run; the group keeps one checkpoint, written after every epoch (and at a step boundary
+when SIGTERM asks it to stop, see :mod:`cht.processes`), that resumes all members.
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ from cht.dst import Evolution
 from cht.models import build_model
 from cht.sparse import links as L
 from cht.sparse.layer import LinkGeometry, SparseLinear
+from cht.processes import StopSignal
 from cht.tracking import Tracker
+from cht.tracking_spool import RUN_SPOOL
 from cht.data.batches import TensorBatches
 from cht.io import load_tensors, save_tensors_atomic
 from cht.train import (INITIAL_MASKS, History, build_run, check_finite, configured_method, evaluate, finish_run,
                        load_run_data, log_epoch, lr_factor, open_run, record_update, resolve_device, run_params,
-                       seed_everything)
+                       deterministic_kernels, seed_everything, stopped)
 
 GROUP_CHECKPOINT = "group_checkpoint.pt"
 # Fields every member of a group must share: they fix the data, the shapes and the step count.
@@ -344,16 +348,22 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
         raise ValueError(f"{len(configs)} runs need as many output folders and trackers")
     out_dirs = [Path(folder) for folder in out_dirs]
     trackers = list(trackers) if trackers is not None else [Tracker(c.experiment, enabled=False) for c in configs]
-    checkpoint = Path(checkpoint)
+    device = resolve_device(configs[0].device)
+    with deterministic_kernels(device):
+        return _train_group(configs, out_dirs, Path(checkpoint), trackers, compile_mode, device)
+
+
+def _train_group(configs: list[TrainConfig], out_dirs: list[Path], checkpoint: Path, trackers: list[Tracker],
+                 compile_mode: str, device: torch.device) -> list[dict[str, Any]]:
     shared = configs[0]
-    device = resolve_device(shared.device)
     check_group_fits(configs, device)
     data = load_run_data(shared)
 
     built, members = [], []
     for config, out_dir, tracker in zip(configs, out_dirs, trackers):
         out_dir.mkdir(parents=True, exist_ok=True)
-        seed_everything(config.seed, device)
+        tracker.spool_path = tracker.spool_path or out_dir / RUN_SPOOL
+        seed_everything(config.seed)
         method = configured_method(config)
         built.append((method, build_run(config, method, data.train_inputs)))
     model = GroupedMLP([run.model for _, run in built]).to(device)
@@ -370,8 +380,9 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
     del built
 
     start_epoch = 0
+    partial = None
     if checkpoint.exists():
-        start_epoch = _resume(checkpoint, configs, model, optimizer, members, device)
+        start_epoch, partial = _resume(checkpoint, configs, model, optimizer, members, device)
 
     x_train, y_train = data.train.inputs.flatten(1).to(device), data.train.targets.to(device)
     test = TensorBatches(data.test.inputs.flatten(1).to(device), data.test.targets.to(device), shared.batch_size,
@@ -389,7 +400,8 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
     with ExitStack() as runs:
         for member in members:
             runs.enter_context(member.tracker.run())
-        if start_epoch == 0:
+        stop = runs.enter_context(StopSignal())
+        if start_epoch == 0 and partial is None:
             for member in members:
                 open_run(member.tracker, member.config, member.out_dir, member.params, device, data.checksum,
                          member.initial_masks)
@@ -398,13 +410,18 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
             if not (member.out_dir / INITIAL_MASKS).exists():
                 save_tensors_atomic(member.out_dir / INITIAL_MASKS, member.initial_masks)
         for epoch in range(start_epoch, shared.epochs):
-            started = time.perf_counter()
+            skip, done_losses, done_seconds = ((partial["batches"], partial["loss"], partial["seconds"])
+                                               if partial else (0, [0.0] * len(members), 0.0))
+            partial = None
+            started = time.perf_counter() - done_seconds
             optimizer.set_lr([c.lr * lr_factor(epoch, c) for c in configs])
             model.train()
+            epoch_start = [m.shuffle.get_state() for m in members]
             orders = torch.stack([torch.randperm(n_train, generator=m.shuffle) for m in members]).to(device)
-            total_loss = torch.zeros(len(members), device=device)
+            total_loss = torch.tensor(done_losses, device=device)
             pending = [0] * len(members)
-            batches = tqdm(range(steps_per_epoch), desc=f"group of {len(members)} epoch {epoch + 1}/{shared.epochs}",
+            batches = tqdm(range(skip, steps_per_epoch), initial=skip, total=steps_per_epoch,
+                           desc=f"group of {len(members)} epoch {epoch + 1}/{shared.epochs}",
                            leave=False, disable=not shared.progress)
             for batch in batches:
                 index = orders[:, batch * shared.batch_size:(batch + 1) * shared.batch_size]
@@ -427,6 +444,11 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
                                       epoch + 1)
                     elif due[k]:
                         pending[k] = steps_done
+                if stop.received and not epoch_end:
+                    _save(checkpoint, epoch - 1, configs, model, optimizer, members, epoch_start,
+                          {"batches": batch + 1, "loss": total_loss.tolist(), "seconds": time.perf_counter() - started})
+                    stopped([m.tracker for m in members], stop, checkpoint, epoch, batch + 1, steps_per_epoch,
+                            steps_done)
             train_losses = [value / n_train for value in total_loss.tolist()]
             for member, train_loss in zip(members, train_losses):
                 check_finite(train_loss, epoch, member.config)
@@ -442,7 +464,10 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
                 member.history.epoch_seconds.append(seconds)
                 log_epoch(member.tracker, member.config, member.history, epoch,
                           member.config.lr * lr_factor(epoch + 1, member.config))
-            _save(checkpoint, epoch, configs, model, optimizer, members)
+            _save(checkpoint, epoch, configs, model, optimizer, members, [m.shuffle.get_state() for m in members])
+            if stop.received and epoch < shared.epochs - 1:
+                stopped([m.tracker for m in members], stop, checkpoint, epoch + 1, 0, steps_per_epoch,
+                        (epoch + 1) * steps_per_epoch)
 
         results = []
         for member in members:
@@ -472,27 +497,31 @@ def _unpack(values: torch.Tensor, mask: torch.Tensor | None, like: torch.Tensor)
 
 
 def _save(path: Path, epoch: int, configs: Sequence[TrainConfig], model: GroupedMLP, optimizer: GroupedSGD,
-          members: Sequence[Member]) -> None:
+          members: Sequence[Member], shuffle_states: Sequence[torch.Tensor],
+          partial_epoch: dict[str, Any] | None = None) -> None:
+    """Save the group after ``epoch`` (0-based; -1: none yet) and, when stopped mid-epoch, the part done of
+    the next one (``shuffle_states`` are then the members' shuffle states it started from)."""
     masks = _parameter_masks(model, optimizer)
     state = {
         "identities": [config.identity() for config in configs], "epoch": epoch,
         "parameters": [_pack(p, mask) for p, mask in zip(optimizer.params, masks)],
         "momentum": [None if b is None else _pack(b, mask) for b, mask in zip(optimizer.buffers, masks)],
-        "torch_rng": torch.get_rng_state(),
+        "torch_rng": torch.get_rng_state(), "partial_epoch": partial_epoch,
         "members": [{
             "links": [layer.links.cpu() for layer in member.evolution.layers],
-            "evolution": member.evolution.state_dict(), "shuffle_generator": member.shuffle.get_state(),
+            "evolution": member.evolution.state_dict(), "shuffle_generator": shuffle,
             "history": member.history.__dict__, "mlflow_run_id": member.tracker.run_id,
             "initial_links": member.initial_links, "initial_masks": member.initial_masks,
-        } for member in members],
+        } for member, shuffle in zip(members, shuffle_states)],
     }
     save_tensors_atomic(path, state)
 
 
 @torch.no_grad()
 def _resume(path: Path, configs: Sequence[TrainConfig], model: GroupedMLP, optimizer: GroupedSGD,
-            members: Sequence[Member], device: torch.device) -> int:
-    """Load the group checkpoint into the freshly built group; the epoch to continue from.
+            members: Sequence[Member], device: torch.device) -> tuple[int, dict[str, Any] | None]:
+    """Load the group checkpoint into the freshly built group; the epoch to continue from and the part of it
+    done before a stop (``None``: none).
 
     Links first: they give the masks, which place the saved weights and momentum (dense members keep
     their all-ones masks)."""
@@ -515,4 +544,4 @@ def _resume(path: Path, configs: Sequence[TrainConfig], model: GroupedMLP, optim
     optimizer.buffers = [None if values is None else _unpack(values, mask, p)
                          for p, mask, values in zip(optimizer.params, masks, state["momentum"])]
     torch.set_rng_state(state["torch_rng"])
-    return state["epoch"] + 1
+    return state["epoch"] + 1, state.get("partial_epoch")

@@ -1,7 +1,8 @@
 """Collect the ``metrics.json`` (and ``topology.json``) files of many runs into tables.
 
-A run is identified by its dataset, model, width multiplier, density, protocol, method and seed; a
-*setting* is everything but method and seed (runs written before protocols existed count as ``uniform``).
+A run is identified by its key (:data:`cht.config.RUN_KEY`: dataset, model, width multiplier, density,
+protocol, method and seed); a *setting* is everything but method and seed (runs written before protocols
+existed count as ``uniform``).
 Summaries give, per setting and method, the mean and standard deviation over seeds, written as CSV
 (numbers) and as Markdown, LaTeX and HTML (``mean ± std`` text).
 """
@@ -18,9 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-SETTING_KEYS = ("dataset", "model", "dim", "density", "protocol")
-DEFAULT_PROTOCOL = "uniform"
-RUN_KEYS = (*SETTING_KEYS, "method", "seed")
+from cht.config import DEFAULT_PROTOCOL, RUN_KEY, SETTING_KEY
+
 
 
 @dataclass(frozen=True)
@@ -103,10 +103,10 @@ def scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
 def _identity(metrics: Mapping[str, Any], path: Path) -> dict[str, Any]:
     if "protocol" not in metrics:
         metrics = {**metrics, "protocol": metrics.get("config", {}).get("protocol", DEFAULT_PROTOCOL)}
-    missing = [key for key in RUN_KEYS if key not in metrics]
+    missing = [key for key in RUN_KEY if key not in metrics]
     if missing:
         raise DamagedResultError(path, f"lacks {missing}: not a metrics.json written by cht.train")
-    return {key: metrics[key] for key in RUN_KEYS}
+    return {key: metrics[key] for key in RUN_KEY}
 
 
 def run_table(metrics_paths: Sequence[str | Path],
@@ -123,7 +123,7 @@ def run_table(metrics_paths: Sequence[str | Path],
     for index, path in enumerate(metrics_paths):
         metrics = read_json(path)
         row = _identity(metrics, Path(path))
-        row.update(numbers({k: v for k, v in metrics.items() if k not in RUN_KEYS}))
+        row.update(numbers({k: v for k, v in metrics.items() if k not in RUN_KEY}))
         links = metrics.get("links_per_layer") or []
         row["links"] = float(sum(links)) if links else math.nan
         if topology_paths is not None:
@@ -131,9 +131,9 @@ def run_table(metrics_paths: Sequence[str | Path],
             row.update({f"topology.{key}" if key in row else key: value for key, value in topology.items()})
         rows.append(row)
     table = pd.DataFrame(rows)
-    duplicated = table.duplicated(list(RUN_KEYS))
+    duplicated = table.duplicated(list(RUN_KEY))
     if duplicated.any():
-        first = table.loc[duplicated, list(RUN_KEYS)].iloc[0].to_dict()
+        first = table.loc[duplicated, list(RUN_KEY)].iloc[0].to_dict()
         raise ValueError(f"two metrics files describe the same run {first}; pass each run once")
     return table
 
@@ -172,7 +172,7 @@ def anp_curves(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
         for number, record in enumerate(evolution, start=1):
             rows.append({**identity, "step": number, "epoch": record["epoch"], "train_step": record["step"],
                          "anp": record["anp"]})
-    return pd.DataFrame(rows, columns=[*RUN_KEYS, "step", "epoch", "train_step", "anp"])
+    return pd.DataFrame(rows, columns=[*RUN_KEY, "step", "epoch", "train_step", "anp"])
 
 
 def select(table: pd.DataFrame, **values: Any) -> pd.DataFrame:
@@ -199,7 +199,7 @@ def summarise(runs: pd.DataFrame, metrics: Iterable[str],
     missing = [name for name in metrics if name not in runs.columns]
     if missing:
         raise ValueError(f"runs has no column(s) {missing}; available: {sorted(runs.columns)}")
-    group_keys = [*SETTING_KEYS, "method"]
+    group_keys = [*SETTING_KEY, "method"]
     grouped = runs.groupby(group_keys, sort=True)
     summary = grouped[metrics].agg(["mean", "std"])
     summary.columns = [f"{name}_{statistic}" for name, statistic in summary.columns]
@@ -210,14 +210,14 @@ def summarise(runs: pd.DataFrame, metrics: Iterable[str],
     if unknown:
         raise ValueError(f"method_order lacks {unknown}; list every method present in runs")
     summary["method"] = pd.Categorical(summary["method"], categories=order, ordered=True)
-    summary = summary.sort_values([*SETTING_KEYS, "method"], ignore_index=True)
+    summary = summary.sort_values([*SETTING_KEY, "method"], ignore_index=True)
     summary["method"] = summary["method"].astype(str)
     return summary
 
 
 def format_summary(summary: pd.DataFrame, columns: Mapping[str, Column], plus_minus: str = " ± ") -> pd.DataFrame:
     """``mean ± std`` text per metric (scaled and rounded as ``columns`` says); missing values as ``–``."""
-    table = summary[[*SETTING_KEYS, "method", "seeds"]].astype(str)
+    table = summary[[*SETTING_KEY, "method", "seeds"]].astype(str)
     for name, column in columns.items():
         means, stds = summary[f"{name}_mean"], summary[f"{name}_std"]
         table[column.header] = [_mean_std(mean, std, column, plus_minus) for mean, std in zip(means, stds)]
@@ -239,9 +239,9 @@ def write_tables(summary: pd.DataFrame, columns: Mapping[str, Column], stem: str
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_name(f"{stem.name}.{suffix}") for suffix in ("csv", "md", "tex", "html")]
     numeric = [f"{name}_{statistic}" for name in columns for statistic in ("mean", "std")]
-    summary[[*SETTING_KEYS, "method", "seeds", *numeric]].to_csv(paths[0], index=False)
+    summary[[*SETTING_KEY, "method", "seeds", *numeric]].to_csv(paths[0], index=False)
     text = format_summary(summary, columns)
-    labels = [*SETTING_KEYS, "method"]
+    labels = [*SETTING_KEY, "method"]
     alignment = ["left"] * len(labels) + ["right"] * (text.shape[1] - len(labels))
     paths[1].write_text(text.to_markdown(index=False, disable_numparse=True, colalign=alignment) + "\n")
     latex = format_summary(summary, columns, plus_minus=r" $\pm$ ")

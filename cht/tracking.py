@@ -1,7 +1,7 @@
 """Experiment tracking with mlflow, laid out for a reader of the mlflow UI.
 
 Every training run is an mlflow run named by what tells it apart (``cht s2 · fashion_mnist mlp d1 1%``),
-holding the configuration it actually used (:func:`resolved_params`: the method's effective schedule,
+holding the configuration it actually used (:func:`cht.run.record.resolved_params`: the method's effective schedule,
 rules and initialisers, the real device), per-epoch metrics on the epoch axis, per-update metrics under
 ``evolution/`` (per layer under ``evolution_layer<i>/``) on the optimiser-step axis, its final masks and
 metrics JSON (artifacts), and what is needed to reproduce it (tags: git commit, dataset checksum,
@@ -11,7 +11,9 @@ package versions). mlflow's own ``mlflow.source.*`` and ``mlflow.user`` tags fil
 The default store is an embedded sqlite file under the results folder, its artifacts in
 ``<results>/mlartifacts``; moving the folder is fine: the next run (or ``python -m cht.tracking
 <results>``) points the store at the new place. ``MLFLOW_TRACKING_URI`` switches to a server, which must
-answer or the run stops at once.
+answer when a run starts or the run stops at once. A server that goes away later does not stop the run: its
+calls wait in a spool file (:mod:`cht.tracking_spool`) and are sent when the server is back, or by
+``python -m cht.tracking sync <results>``.
 
 Runs record their host and process; a run still RUNNING whose process is gone (a hard kill, a node
 failure) is marked KILLED the next time any run of its experiment starts on that host.
@@ -25,7 +27,6 @@ import json
 import math
 import os
 import platform
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -37,13 +38,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    import torch
-
-    from cht.config import TrainConfig
-    from cht.dst.methods import Method
+from cht.processes import process_alive, process_tags
+from cht.tracking_spool import JOB_SPOOL_DIR, SPOOL_SUFFIX, Spool, first_line, send, sync
 
 DEFAULT_RESULTS_DIR = Path("results")
 ARTIFACTS_DIR = "mlartifacts"
@@ -56,8 +54,7 @@ MODEL_TRAINING_KIND = "custom_model_development"
 # the length of one param value (MAX_PARAM_VAL_LENGTH).
 BATCH_LIMIT = 100
 PARAM_VALUE_LIMIT = 6000
-# Wildcards of the pipeline in the order a run name shows them: what differs between runs comes first.
-NAME_ORDER = ("method", "seed", "dataset", "model", "dim", "density", "protocol")
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 T = TypeVar("T")
 
 
@@ -160,148 +157,9 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def describe_run(values: Mapping[str, Any]) -> str:
-    """A run's identity as the UI's narrow columns and chart legends need it: method and seed first.
-
-    ``{"method": "cht", "seed": 2, "dataset": "fashion_mnist", "model": "mlp", "dim": 1, "density": 0.01}``
-    → ``cht s2 · fashion_mnist mlp d1 1%``; missing keys are left out, unknown ones appended as ``key=value``.
-    The default protocol (``uniform``) is left out too; ``released`` is appended as a word.
-    """
-    values = {key: value for key, value in values.items() if not (key == "protocol" and value == "uniform")}
-    parts = {"method": str, "seed": lambda seed: f"s{seed}", "dataset": str, "model": str,
-             "dim": lambda dim: f"d{dim}", "density": lambda density: f"{float(density) * 100:g}%",
-             "protocol": str}
-    head = [parts[key](values[key]) for key in NAME_ORDER[:2] if key in values]
-    tail = [parts[key](values[key]) for key in NAME_ORDER[2:] if key in values]
-    tail += [f"{key}={value}" for key, value in values.items() if key not in parts]
-    return " · ".join(" ".join(group) for group in (head, tail) if group)
-
-
-def training_run_name(config: TrainConfig) -> str:
-    """Run name of a training run (the CLI's and the pipeline's ``train`` jobs' alike)."""
-    return describe_run({key: getattr(config, key) for key in NAME_ORDER})
-
-
-def job_run_name(rule: str, wildcards: Mapping[str, Any]) -> str:
-    """Run name of a pipeline job: a training run's name, or the rule followed by its wildcards."""
-    described = describe_run(wildcards)
-    if rule == "train":
-        return described
-    return f"{rule} · {described}" if described else rule
-
-
-def resolved_params(config: TrainConfig, method: Method, device: torch.device | str) -> dict[str, Any]:
-    """The configuration a training run actually used, for mlflow params and ``metrics.json``.
-
-    ``method`` is the registered method with the configuration's schedule overrides applied
-    (:meth:`Method.with_schedule`). Schedule fields the configuration left to the method get the
-    method's values; a method that never changes its topology has no schedule, so those keys are
-    absent rather than ``None``. ``rules`` names the composed pieces (initialisers, removal and
-    regrowth rules, density schedule, percolation, early stop), ``training`` how the run trains and is
-    evaluated, ``device`` the device it ran on.
-    """
-    params = config.to_dict()
-    schedule_keys = {"zeta": "zeta", "zeta_decay": "zeta_decay", "update_interval": "interval",
-                     "update_unit": "unit", "end_fraction": "end_fraction"}
-    for key, field_name in schedule_keys.items():
-        if method.evolves:
-            params[key] = getattr(method.schedule, field_name)
-        else:
-            params.pop(key)
-    if method.evolves:
-        params["early_stop"] = method.early_stop is not None
-    else:
-        params.pop("early_stop")
-    params["device"] = str(device)
-    # Options left automatic are logged as what they resolve to, or left out where they do not apply.
-    from cht.models import is_convolutional
-
-    params["augment"] = config.augmentation()
-    convolutional = is_convolutional(config.model)
-    for key in ("mixed_precision", "channels_last"):
-        if params[key] is None:
-            if convolutional:
-                params[key] = str(device).startswith("cuda")
-            else:
-                params.pop(key)
-    if params["num_workers"] is None:
-        params.pop("num_workers")
-    for key in ("max_train_samples", "max_test_samples"):
-        if params[key] is None:
-            params[key] = "all"
-    params["rules"] = {
-        "description": method.description,
-        "topology_init": method.topology_init if method.sparse else "dense",
-        "weight_init": method.weight_init if method.sparse else "torch default",
-        "removal": repr(method.removal) if method.evolves and method.removal is not None else "none",
-        "regrowth": repr(method.regrowth) if method.evolves and method.regrowth is not None else "none",
-        "density_schedule": repr(method.density),
-        "initial_density": method.initial_density(config.density) if method.sparse else 1.0,
-        "percolation": method.percolation,
-        "early_stop": repr(method.early_stop) if method.early_stop else "none",
-        "dense_gradient": method.needs_dense_grad,
-    }
-    params["training"] = {
-        "optimizer": f"SGD(momentum={config.momentum}, weight_decay={config.weight_decay})",
-        "lr_schedule": f"linear from {config.lr} to {config.lr * config.lr_final_factor:g} over "
-                       f"{config.lr_decay_fraction:.0%} of the epochs, then constant",
-        "evaluation": "top-1 test accuracy after every epoch",
-    }
-    return params
-
-
-def evolution_metrics(record: Mapping[str, Any]) -> dict[str, float]:
-    """mlflow metrics of one topology update (an ``EvolutionRecord.to_dict()``), logged at its optimiser step.
-
-    Network-wide values go under ``evolution/`` (ANP, ζ, the epoch it followed, phase times); per-layer
-    detail under ``evolution_layer<i>/``, so the UI groups each layer's charts in a section of its own.
-    """
-    metrics = {"evolution/anp": record["anp"], "evolution/zeta": record["zeta"], "evolution/epoch": record["epoch"]}
-    for phase, seconds in record["seconds"].items():
-        metrics[f"evolution/seconds_{phase}"] = seconds
-    for index, layer in enumerate(record["layers"]):
-        for key, value in layer.items():
-            metrics[f"evolution_layer{index}/{key}"] = value
-        metrics[f"evolution_layer{index}/active_out"] = record["active_per_layer"][index + 1]
-    return metrics
-
-
 def chunks(items: Sequence[T], size: int = BATCH_LIMIT) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def process_start(pid: int) -> str:
-    """When process ``pid`` started (clock ticks since boot, from /proc), or ``""`` where unknown.
-
-    Together with the pid it names a process even after the pid is reused.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def process_alive(pid: int, started: str) -> bool:
-    """Whether process ``pid`` that started at ``started`` (:func:`process_start`) still runs."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return True  # no /proc: the pid answering is all we know
-    return fields[0] != "Z" and (not started or fields[19] == started)
-
-
-def process_tags() -> dict[str, str]:
-    """Where this process runs, so that a later run can tell whether it died."""
-    pid = os.getpid()
-    return {"cht.host": socket.gethostname(), "cht.pid": str(pid), "cht.pid_started": process_start(pid)}
 
 
 def relocate_artifacts(results_dir: Path = DEFAULT_RESULTS_DIR) -> int:
@@ -327,29 +185,21 @@ def relocate_artifacts(results_dir: Path = DEFAULT_RESULTS_DIR) -> int:
     return len(old_roots)
 
 
-class InterruptWatch:
-    """Remembers whether SIGINT or SIGTERM arrived, handing each on to the handler installed before.
+@contextmanager
+def http_limits() -> Iterator[None]:
+    """mlflow's HTTP retries and timeout for the calls in the block, where the user has not set them.
 
-    The pipeline's error hook uses it to close its run as KILLED (interrupted) rather than FAILED.
+    mlflow's defaults (7 retries with exponential back-off, 120 s time-out) would hold a training for minutes
+    per call while a server is away. The process environment is restored after the block, so nothing leaks
+    into later code or subprocesses.
     """
-
-    def __init__(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
-        self.received: int | None = None
-        for signum in signals:
-            previous = signal.getsignal(signum)
-            signal.signal(signum, lambda number, frame, previous=previous: self._handle(previous, number, frame))
-
-    def _handle(self, previous: Any, signum: int, frame: Any) -> None:
-        self.received = signum
-        if callable(previous):
-            previous(signum, frame)
-        elif previous != signal.SIG_IGN:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-
-    @property
-    def interrupted(self) -> bool:
-        return self.received is not None
+    added = {name: value for name, value in HTTP_LIMITS.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def retry_locked(call: Callable[[], T], attempts: int = 20, delay: float = 0.25) -> T:
@@ -372,12 +222,19 @@ class Tracker:
     named by ``CHT_MLFLOW_PARENT_RUN_ID``. :meth:`start` and :meth:`end` open and close the run where a
     ``with`` block does not fit (a pipeline's run spans its start and end hooks). ``source`` and
     ``source_type`` fill mlflow's Source column (default: the command that runs).
+
+    Once the run is open, no tracking call raises: a call the store does not take (a server gone, a
+    timeout) goes to the spool at ``spool`` (default ``<results>/mlflow-spool/<run id>.spool.jsonl``),
+    with one warning line; at most every ``retry_seconds`` the tracker tries the store again and, when it
+    answers, sends the spool and says so in one line.
     """
+
+    retry_seconds = 30.0
 
     def __init__(self, experiment: str, run_name: str | None = None, enabled: bool = True,
                  results_dir: Path = DEFAULT_RESULTS_DIR, parent_run_id: str | None = None,
                  tags: Mapping[str, str] | None = None, source: str | None = None,
-                 source_type: str = "LOCAL") -> None:
+                 source_type: str = "LOCAL", spool: Path | None = None) -> None:
         self.enabled = enabled
         self.experiment = experiment
         self.run_name = run_name
@@ -389,7 +246,11 @@ class Tracker:
         self.run_id: str | None = None
         self.resume_run_id: str | None = None
         self.experiment_id: str | None = None
+        self.spool_path = spool
         self._client: Any = None
+        self._uri = ""
+        self._away_since: float | None = None
+        self._last_try = 0.0
 
     @contextmanager
     def run(self) -> Iterator[Tracker]:
@@ -409,14 +270,16 @@ class Tracker:
         """Create (or resume) the run, first closing runs of this experiment left RUNNING by dead processes."""
         if not self.enabled:
             return
+        with http_limits():
+            self._start()
+
+    def _start(self) -> None:
         from mlflow.tracking import MlflowClient
 
-        uri = resolve_tracking_uri(self.results_dir)
+        self._uri = uri = resolve_tracking_uri(self.results_dir)
         check_reachable(uri)
         if uri.startswith("sqlite:"):
             self.results_dir.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         # A client of its own, not mlflow.set_tracking_uri: that would also export MLFLOW_TRACKING_URI to
         # every subprocess started later (e.g. the jobs of a pipeline run with another results folder).
         with store_lock(uri):
@@ -438,6 +301,7 @@ class Tracker:
                 if previous:
                     moved["cht.previous_parent_run_id"] = previous
             self.run_id = run_id
+            self._send_earlier_attempt()
             self.set_tags(moved)
             retry_locked(lambda: client.update_run(run_id, status="RUNNING"))
             return
@@ -451,13 +315,65 @@ class Tracker:
         first, rest = dict(list(tags.items())[:BATCH_LIMIT]), dict(list(tags.items())[BATCH_LIMIT:])
         run = retry_locked(lambda: client.create_run(experiment_id, run_name=self.run_name, tags=first))
         self.run_id = run.info.run_id
+        self._send_earlier_attempt()
         self.set_tags(rest)
 
     def end(self, status: str = "FINISHED") -> None:
-        """Close the run with ``status`` (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+        """Close the run with ``status`` (``FINISHED``, ``FAILED`` or ``KILLED``).
+
+        With the store still away, the closing call waits in the spool too, and one line says how to send it.
+        """
         if not self.enabled or self.run_id is None:
             return
-        retry_locked(lambda: self._client.set_terminated(self.run_id, status=status))
+        if self._away_since is not None:
+            self._last_try = -math.inf  # one last try before the process ends, whenever the one before was
+            self._catch_up()
+        self._send({"op": "terminate", "status": status, "end_time": int(time.time() * 1000)})
+        if self._away_since is not None:
+            print(f"warning: mlflow: {len(self.spool)} entries of run {self.run_id} wait in {self.spool.path}; "
+                  f"`python -m cht.tracking sync {self.results_dir}` sends them (the next pipeline run does too)",
+                  file=sys.stderr)
+
+    @property
+    def spool(self) -> Spool:
+        """Where this run's calls wait while the store is away."""
+        return Spool(self.spool_path or self.results_dir / JOB_SPOOL_DIR / f"{self.run_id}{SPOOL_SUFFIX}")
+
+    def _send(self, call: dict[str, Any]) -> None:
+        """Make one tracking call, or keep it in the spool while the store is away; never raises."""
+        entry = {"uri": self._uri, "run_id": self.run_id, **call}
+        if self._away_since is not None and not self._catch_up():
+            self.spool.append(entry)
+            return
+        try:
+            with http_limits():
+                retry_locked(lambda: send(self._client, entry))
+        except Exception as error:  # noqa: BLE001 (whatever the store says, the training goes on)
+            self._away_since = self._last_try = time.monotonic()
+            self.spool.append(entry)
+            print(f"warning: mlflow: the store at {self._uri} did not take a call ({first_line(error)}); "
+                  f"training goes on, its record waits in {self.spool.path}", file=sys.stderr)
+
+    def _catch_up(self) -> bool:
+        """Try the store again (at most every ``retry_seconds``) and send the spool; True when it is back."""
+        if time.monotonic() - self._last_try < self.retry_seconds:
+            return False
+        self._last_try = time.monotonic()
+        try:
+            with http_limits():
+                count = self.spool.replay(self._client)
+        except Exception:  # noqa: BLE001 (still away)
+            return False
+        print(f"mlflow: the store at {self._uri} answers again; {count} waiting entries of run {self.run_id} "
+              f"sent after {time.monotonic() - self._away_since:.0f} s", file=sys.stderr)
+        self._away_since = None
+        return True
+
+    def _send_earlier_attempt(self) -> None:
+        """A run resumed in a new process first sends what its earlier attempt left in the spool."""
+        if self.spool.path.exists():
+            self._away_since, self._last_try = time.monotonic(), -math.inf
+            self._catch_up()
 
     def viewing_hint(self) -> str:
         """How to open this run's experiment in the mlflow UI, on its runs table.
@@ -497,42 +413,36 @@ class Tracker:
         """Log (nested) params, flattened with dots, in batches within mlflow's per-call limit."""
         if not self.enabled:
             return
-        from mlflow.entities import Param
-
-        batch = [Param(k, str(v)[:PARAM_VALUE_LIMIT]) for k, v in flatten(params).items()]
+        batch = [[k, str(v)[:PARAM_VALUE_LIMIT]] for k, v in flatten(params).items()]
         for chunk in chunks(batch):
-            retry_locked(lambda: self._client.log_batch(self.run_id, params=list(chunk)))
+            self._send({"op": "batch", "params": list(chunk)})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
-        from mlflow.entities import RunTag
-
-        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        batch = [[k, str(v)] for k, v in tags.items()]
         for chunk in chunks(batch):
-            retry_locked(lambda: self._client.log_batch(self.run_id, tags=list(chunk)))
+            self._send({"op": "batch", "tags": list(chunk)})
 
     def log_metrics(self, metrics: Mapping[str, float | None], step: int) -> None:
         """Log metrics at ``step``; ``None`` and non-finite values are left out (absent, not NaN, in the UI)."""
         if not self.enabled:
             return
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        batch = [[k, float(v), now, step] for k, v in metrics.items() if v is not None and math.isfinite(v)]
         for chunk in chunks(batch, 1000):
-            retry_locked(lambda: self._client.log_batch(self.run_id, metrics=list(chunk)))
+            self._send({"op": "batch", "metrics": list(chunk)})
 
     def log_dict(self, values: Mapping[str, Any], artifact_file: str) -> None:
         """Store ``values`` as a JSON or YAML artifact (format from the file name)."""
         if not self.enabled:
             return
-        retry_locked(lambda: self._client.log_dict(self.run_id, dict(values), artifact_file))
+        self._send({"op": "dict", "values": dict(values), "artifact_file": artifact_file})
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if not self.enabled:
             return
-        retry_locked(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path))
+        self._send({"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
 
 
 def run_exists(client: Any, run_id: str) -> bool:
@@ -588,9 +498,24 @@ def close_dead_runs(client: Any, experiment_id: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cht.tracking RESULTS_DIR``: point a moved embedded store at its new artifact folder."""
+    """``python -m cht.tracking RESULTS_DIR``: point a moved embedded store at its new artifact folder.
+
+    ``python -m cht.tracking sync RESULTS_DIR``: send what runs under the folder could not send while their
+    tracking server was away (exit status 1 while some still wait).
+    """
     import argparse
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sync"]:
+        parser = argparse.ArgumentParser(prog="python -m cht.tracking sync", description=sync.__doc__)
+        parser.add_argument("results_dir", type=Path, help="folder whose runs' spool files to send")
+        args = parser.parse_args(argv[1:])
+        if not args.results_dir.is_dir():
+            parser.error(f"{args.results_dir} is not a folder; give the results folder of the runs")
+        done, waiting = sync(args.results_dir)
+        print(f"mlflow: {done} spool file(s) sent, {waiting} still waiting" if done or waiting
+              else f"mlflow: nothing waits under {args.results_dir}")
+        return 1 if waiting else 0
     parser = argparse.ArgumentParser(prog="python -m cht.tracking", description=main.__doc__)
     parser.add_argument("results_dir", type=Path, help="folder holding mlflow.db and mlartifacts/")
     args = parser.parse_args(argv)

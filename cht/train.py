@@ -15,16 +15,18 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cht.config import TrainConfig
+from cht.config import RUN_KEY, TrainConfig, training_run_name
 from cht.data import DATASETS, dataset_checksum, prepare_dataset
 from cht.data.batches import BatchSource, TensorBatches, batch_sources
 from cht.dst import EarlyStop, Evolution, Method, resolve_method
@@ -33,8 +35,11 @@ from cht.init.topology import InitContext
 from cht.io import load_checkpoint, save_checkpoint, save_tensors_atomic, write_text_atomic
 from cht.memory import available_memory, check_run_memory, estimate_run_memory
 from cht.models import build_model, configure_performance, is_convolutional, topology_init_for
+from cht.processes import StopSignal, TrainingStopped
 from cht.sparse import after_optimizer_step, align_optimizer_state, link_counts, sparse_layers
-from cht.tracking import Tracker, evolution_metrics, resolved_params, training_run_name
+from cht.run.record import evolution_metrics, resolved_params
+from cht.tracking import Tracker
+from cht.tracking_spool import RUN_SPOOL
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
@@ -59,13 +64,23 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def seed_everything(seed: int, device: torch.device) -> None:
-    """Seed every generator in play; on CPU also insist on deterministic kernels."""
+def seed_everything(seed: int) -> None:
+    """Seed every generator in play."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
+
+
+@contextmanager
+def deterministic_kernels(device: torch.device) -> Iterator[None]:
+    """On CPU, insist on deterministic kernels for the block (a run is then bit-for-bit repeatable); the
+    setting in place before is restored after, so code run later in the process is left as it was."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(before or device.type == "cpu")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 def lr_factor(epoch: int, config: TrainConfig) -> float:
@@ -291,9 +306,15 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
-    seed_everything(config.seed, device)
+    with deterministic_kernels(device):
+        return _train(config, out_dir, device, tracker)
+
+
+def _train(config: TrainConfig, out_dir: Path, device: torch.device, tracker: Tracker | None) -> dict[str, Any]:
+    seed_everything(config.seed)
     tracker = tracker or Tracker(config.experiment, enabled=False)
     tracker.run_name = tracker.run_name or training_run_name(config)
+    tracker.spool_path = tracker.spool_path or out_dir / RUN_SPOOL
 
     method = configured_method(config)
     backend = resolve_backend(config, device, method.sparse)
@@ -332,6 +353,7 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
         initial_links, initial_masks = state["initial_links"], state["initial_masks"]
         start_epoch = state["epoch"] + 1
         tracker.resume_run_id = state["mlflow_run_id"]
+    partial = state.get("partial_epoch") if state is not None else None
 
     n_train = len(data.train)
     steps_per_epoch = data.train.batches_per_epoch()
@@ -339,19 +361,37 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
     loss_function = nn.CrossEntropyLoss()
 
     params = run_params(config, method, device, backend)
-    with tracker.run():
-        if start_epoch == 0:
+
+    def checkpoint(epoch: int, batch_source: dict[str, Any], partial_epoch: dict[str, Any] | None = None) -> None:
+        """Save the run after ``epoch`` (0-based; -1: none yet) and, when stopped mid-epoch, the part done of the
+        next one: its batches, summed loss and seconds (``batch_source`` is then the state it started from)."""
+        save_checkpoint(checkpoint_path, {
+            "identity": config.identity(), "epoch": epoch, "backend": backend, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "evolution": evolution.state_dict(), "batch_source": batch_source,
+            "torch_rng": torch.get_rng_state(), "history": history.__dict__, "mlflow_run_id": tracker.run_id,
+            "initial_links": initial_links, "initial_masks": initial_masks, "partial_epoch": partial_epoch,
+        })
+
+    with tracker.run(), StopSignal() as stop:
+        if start_epoch == 0 and partial is None:
             open_run(tracker, config, out_dir, params, device, data.checksum, initial_masks)
         elif not (out_dir / INITIAL_MASKS).exists():  # a workflow manager removes a killed job's outputs
             save_tensors_atomic(out_dir / INITIAL_MASKS, initial_masks)
         for epoch in range(start_epoch, config.epochs):
-            started = time.perf_counter()
+            skip, done_loss, done_seconds = ((partial["batches"], partial["loss"], partial["seconds"])
+                                             if partial else (0, 0.0, 0.0))
+            partial = None
+            started = time.perf_counter() - done_seconds
             model.train()
-            total_loss = torch.zeros((), device=device)
+            total_loss = torch.full((), done_loss, device=device)
             pending_update = 0
+            epoch_start = data.train.state_dict()
             batches = tqdm(data.train.epoch(epoch), desc=f"{config.method} epoch {epoch + 1}/{config.epochs}",
                            total=steps_per_epoch, leave=False, disable=not config.progress)
             for batch, (inputs, targets) in enumerate(batches):
+                if batch < skip:  # done before a stop: the same permutation, continued where it stopped
+                    continue
                 steps_done = epoch * steps_per_epoch + batch + 1
                 epoch_end = batch == steps_per_epoch - 1
                 update_due = evolution.due(epoch + 1, config.epochs, steps_done, total_steps, epoch_end)
@@ -367,6 +407,10 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
                                   backend=backend)
                 elif update_due:
                     pending_update = steps_done  # after this epoch's evaluation
+                if stop.received and not epoch_end:
+                    checkpoint(epoch - 1, epoch_start, {"batches": batch + 1, "loss": float(total_loss),
+                                                        "seconds": time.perf_counter() - started})
+                    stopped([tracker], stop, checkpoint_path, epoch, batch + 1, steps_per_epoch, steps_done)
             scheduler.step()
             train_loss = float(total_loss) / n_train
             check_finite(train_loss, epoch, config)
@@ -377,17 +421,23 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
                               backend=backend)
             history.epoch_seconds.append(time.perf_counter() - started)
             log_epoch(tracker, config, history, epoch, optimizer.param_groups[0]["lr"])
-            state = {
-                "identity": config.identity(), "epoch": epoch, "backend": backend, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "evolution": evolution.state_dict(), "batch_source": data.train.state_dict(),
-                "torch_rng": torch.get_rng_state(), "history": history.__dict__, "mlflow_run_id": tracker.run_id,
-                "initial_links": initial_links, "initial_masks": initial_masks,
-            }
-            save_checkpoint(checkpoint_path, state)
+            checkpoint(epoch, data.train.state_dict())
+            if stop.received and epoch < config.epochs - 1:
+                stopped([tracker], stop, checkpoint_path, epoch + 1, 0, steps_per_epoch, (epoch + 1) * steps_per_epoch)
 
         return finish_run(config, out_dir, tracker, history, evolution, initial_links, device, data.checksum,
                           params)
+
+
+def stopped(trackers: Sequence[Tracker], stop: StopSignal, checkpoint_path: Path, epoch: int, batches: int,
+            steps_per_epoch: int, steps_done: int) -> NoReturn:
+    """End runs stopped by ``stop`` once their checkpoint is written: each mlflow record shows where (the metric
+    ``run/stopped`` at that step, the tag ``cht.stopped``) and closes KILLED."""
+    where = f"{stop.describe()} after step {batches} of {steps_per_epoch} in epoch {epoch + 1}"
+    for tracker in trackers:
+        tracker.log_metrics({"run/stopped": 1.0}, step=steps_done)
+        tracker.set_tags({"cht.stopped": f"{where} (step {steps_done} of the run)"})
+    raise TrainingStopped(f"stopped by {where}; {checkpoint_path} holds it, and the next start resumes from there")
 
 
 def summarise(config: TrainConfig, history: History, evolution: Evolution, initial_links: list[int],
@@ -402,8 +452,7 @@ def summarise(config: TrainConfig, history: History, evolution: Evolution, initi
     layers = evolution.layers
     activity = evolution.activity() if layers else None
     return {
-        "method": config.method, "protocol": config.protocol, "dataset": config.dataset, "model": config.model,
-        "dim": config.dim, "density": config.density, "seed": config.seed, "epochs": config.epochs,
+        **{key: getattr(config, key) for key in RUN_KEY}, "epochs": config.epochs,
         "test_accuracy": history.test_accuracy, "train_loss": history.train_loss,
         "final_test_accuracy": history.test_accuracy[-1],
         "best_test_accuracy": max(history.test_accuracy),

@@ -4,6 +4,7 @@ layer views follow torch.optim.SGD and SparseLinear; a killed group resumes; mem
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 import cht.grouped
 from cht.config import TrainConfig
 from cht.dst.engine import Evolution
+from cht.processes import TrainingStopped
 from cht.grouped import (GroupedLinear, GroupedSGD, check_group, group_memory_bytes, max_group_size, train_group)
 from cht.sparse import SparseLinear
 from cht.sparse import links as L
@@ -111,6 +113,39 @@ def test_killed_group_resumes_to_the_uninterrupted_result(fashion_root, tmp_path
                                                  again["parameters"] + again["momentum"]))
     with pytest.raises(RuntimeError, match="different group"):
         train_group(configs[:1], folders[:1], tmp_path / "resumed.pt")
+
+
+@pytest.mark.slow
+def test_group_stopped_by_sigterm_mid_epoch_resumes_to_the_uninterrupted_result(fashion_root, tmp_path,
+                                                                                 monkeypatch) -> None:
+    configs = [group_config(fashion_root, method, epochs=2, max_train_samples=600, max_test_samples=300,
+                            update_unit="step", update_interval=7) for method in ("set", "static")]
+    uninterrupted = train_group(configs, [tmp_path / "full" / c.method for c in configs], tmp_path / "full.pt")
+
+    real_after_step, calls = cht.grouped.GroupedMLP.after_step, []
+
+    def step_then_sigterm(self):
+        real_after_step(self)
+        calls.append(1)
+        if len(calls) == 19 + 6:  # the 6th of 19 steps of epoch 2
+            signal.raise_signal(signal.SIGTERM)
+
+    folders = [tmp_path / "stopped" / c.method for c in configs]
+    with monkeypatch.context() as patch:
+        patch.setattr(cht.grouped.GroupedMLP, "after_step", step_then_sigterm)
+        with pytest.raises(TrainingStopped, match="after step 6 of 19 in epoch 2"):
+            train_group(configs, folders, tmp_path / "stopped.pt")
+    assert torch.load(tmp_path / "stopped.pt", weights_only=False)["partial_epoch"]["batches"] == 6
+    resumed = train_group(configs, folders, tmp_path / "stopped.pt")
+    timing = {"epoch_seconds", "train_time_s"}
+    for a, b in zip(uninterrupted, resumed):
+        a["evolution"] = [{k: v for k, v in r.items() if k != "seconds"} for r in a["evolution"]]
+        b["evolution"] = [{k: v for k, v in r.items() if k != "seconds"} for r in b["evolution"]]
+        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+    full, again = torch.load(tmp_path / "full.pt", weights_only=False), torch.load(tmp_path / "stopped.pt",
+                                                                                  weights_only=False)
+    assert all(torch.equal(a, b) for a, b in zip(full["parameters"] + full["momentum"],
+                                                 again["parameters"] + again["momentum"]))
 
 
 def test_grouped_sgd_matches_torch_sgd_per_member() -> None:

@@ -7,15 +7,7 @@ Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) 
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,7 +15,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from cht.dst import get_method
-from cht.tracking import default_tracking_uri, store_lock
+from cht.tracking import default_tracking_uri
+from mlflow_server import create_store, mlflow_server, wait_until_healthy
 from test_pipeline import needs_fashion_mnist, snakemake, write_config
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,46 +38,6 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def mlflow_server(results: Path) -> Iterator[str]:
-    """``mlflow server`` on the store under ``results`` (one worker, no job runner: ~0.5 GB), stopped after."""
-    port = free_port()
-    mlflow = Path(sys.executable).with_name("mlflow")
-    command = [str(mlflow) if mlflow.exists() else shutil.which("mlflow"), "server", "--backend-store-uri",
-               default_tracking_uri(results), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with (results / "server.log").open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def wait_until_healthy(url: str, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"mlflow server did not answer:\n{log.read_text()[-3000:]}"
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def store_and_server(tmp_path_factory) -> Iterator[tuple[Path, str]]:
     """A results folder written by a tiny pipeline run (the dataset job and one SET training run), served.
@@ -93,13 +46,10 @@ def store_and_server(tmp_path_factory) -> Iterator[tuple[Path, str]]:
     """
     workdir = tmp_path_factory.mktemp("ui")
     results = workdir / "results"
-    uri = default_tracking_uri(results)
-    results.mkdir()
-    with store_lock(uri):
-        MlflowClient(uri).search_experiments()
+    create_store(results)
     train = yaml.safe_load((Path(__file__).parents[1] / "config" / "test.yaml").read_text())["train"]
     config = write_config(workdir / "ui.yaml", methods=["set"], experiment=EXPERIMENT, train={**train, "epochs": 3})
-    with mlflow_server(results) as url:
+    with mlflow_server(results) as (url, _):
         result = snakemake(workdir, "--configfile", str(config), "--cores", "2", TARGET)
         assert result.returncode == 0, result.stderr[-3000:]
         wait_until_healthy(url, results / "server.log")

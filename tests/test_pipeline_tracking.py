@@ -2,6 +2,7 @@
 what a reader of the UI sees: run names, resolved params, system tags, metric names, honest run states."""
 
 import getpass
+import logging
 import math
 import multiprocessing
 import os
@@ -17,10 +18,12 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from cht.config import describe_run, job_run_name, training_run_name
 from cht.dst import available_methods, get_method
-from cht.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, PARENT_RUN_ENV, InterruptWatch, Tracker,
-                          config_hash, default_tracking_uri, describe_run, evolution_metrics, flatten, job_run_name,
-                          job_tags, main, relocate_artifacts, resolved_params, store_lock, training_run_name)
+from cht.processes import InterruptWatch
+from cht.run.record import evolution_metrics, resolved_params
+from cht.tracking import (EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, PARENT_RUN_ENV, Tracker, config_hash, default_tracking_uri, flatten, job_tags, main, relocate_artifacts, store_lock)
+from cht.tracking_spool import RUN_SPOOL, Spool
 from test_pipeline import needs_fashion_mnist, snakemake, snakemake_command, write_config
 
 WRITERS = 8
@@ -363,27 +366,30 @@ def test_runs_of_hard_killed_processes_are_closed_when_the_next_run_starts(tmp_p
     alive.end()
 
 
-def test_a_failed_jobs_log_holds_its_traceback(tmp_path, monkeypatch) -> None:
+@pytest.fixture
+def logged(monkeypatch):
+    """The pipeline scripts' ``logged``; importing their helper module sets NUMBA_NUM_THREADS, undone after."""
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setenv("NUMBA_NUM_THREADS", os.environ.get("NUMBA_NUM_THREADS", "1"))
     from jobs import logged
 
+    return logged
+
+
+def test_a_failed_jobs_log_holds_its_traceback(tmp_path, logged) -> None:
+    previous, root = signal.getsignal(signal.SIGTERM), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     log = tmp_path / "job.log"
-    try:
-        with pytest.raises(ZeroDivisionError), logged(SimpleNamespace(log=[str(log)])):
-            print("working")
-            1 / 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with pytest.raises(ZeroDivisionError), logged(SimpleNamespace(log=[str(log)])):
+        print("working")
+        1 / 0
     text = log.read_text()
     assert "working" in text and "Traceback (most recent call last)" in text and "ZeroDivisionError" in text
+    # The caller's signal handler and logging are back.
+    assert signal.getsignal(signal.SIGTERM) is previous and root.handlers == handlers and root.level == level
 
 
-def test_a_job_reading_a_damaged_result_ends_with_one_line_naming_it(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-    previous = signal.getsignal(signal.SIGTERM)
-    from jobs import logged
-
+def test_a_job_reading_a_damaged_result_ends_with_one_line_naming_it(tmp_path, logged) -> None:
     from cht.io import load_tensors
     from cht.results import read_json
 
@@ -392,11 +398,8 @@ def test_a_job_reading_a_damaged_result_ends_with_one_line_naming_it(tmp_path, m
     broken_masks.write_bytes(b"PK\x03\x04 cut short")
     for path, read in [(broken_metrics, read_json), (broken_masks, load_tensors)]:
         log = tmp_path / f"{path.stem}.log"
-        try:
-            with pytest.raises(SystemExit) as stopped, logged(SimpleNamespace(log=[str(log)], rule="aggregate")):
-                read(path)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        with pytest.raises(SystemExit) as stopped, logged(SimpleNamespace(log=[str(log)], rule="aggregate")):
+            read(path)
         message = str(stopped.value.code)
         assert message.startswith("rule aggregate: ") and str(path) in message and "delete it" in message
         assert "\n" not in message
@@ -435,9 +438,18 @@ def test_rerun_after_a_hard_kill_closes_the_dead_runs_and_moves_the_resumed_one(
                         if run.data.tags.get("cht.pipeline") == "true"]
     assert dead_pipeline.info.status == "RUNNING"  # nothing could close it
 
+    # What a job could not send while a tracking server was away waits in a spool: the next invocation sends it.
+    spool = Spool(tmp_path / "results" / "runs" / "away" / RUN_SPOOL)
+    spool.append({"uri": default_tracking_uri(tmp_path / "results"), "run_id": dead_pipeline.info.run_id,
+                  "op": "batch", "metrics": [["waited", 1.0, 1000, 0]]})
+
     assert snakemake(tmp_path, "--configfile", str(config), "--unlock").returncode == 0
     rerun = snakemake(tmp_path, "--configfile", str(config), "--cores", "2", *targets)
     assert rerun.returncode == 0, rerun.stderr[-5000:]
+    assert not spool.path.exists()
+    assert f"sent 1 waiting entries from results/runs/away/{RUN_SPOOL}" in rerun.stdout + rerun.stderr
+    assert [m.value for m in client_for(tmp_path / "results").get_metric_history(dead_pipeline.info.run_id,
+                                                                                 "waited")] == [1.0]
 
     runs = runs_of(tmp_path / "results", experiment)
     by_id = {run.info.run_id: run for run in runs}

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cht.results import (PERFORMANCE_COLUMNS, RUN_KEYS, TOPOLOGY_COLUMNS, Column, DamagedResultError, anp_curves,
+from cht.config import RUN_KEY
+from cht.results import (PERFORMANCE_COLUMNS, TOPOLOGY_COLUMNS, Column, DamagedResultError, anp_curves,
                          format_summary, learning_curves, numbers, read_table, run_table, scalar_metrics, select,
                          summarise, write_tables)
 
@@ -269,12 +270,12 @@ def test_a_missing_or_damaged_table_is_named_with_the_fix(tmp_path, random_runs)
     metrics_paths, topology_paths = write_runs(tmp_path, random_runs)
     path = tmp_path / "runs.csv"
     run_table(metrics_paths, topology_paths).to_csv(path, index=False)
-    assert len(read_table(path, RUN_KEYS)) == len(random_runs)
+    assert len(read_table(path, RUN_KEY)) == len(random_runs)
     text = path.read_text()
     for content, reason in [("", "not a readable CSV"), ('a,b\n"1,2\n', "not a readable CSV"),
                             (text.replace("method", "technique"), "lacks column")]:
         path.write_text(content)
         with pytest.raises(DamagedResultError, match=reason):
-            read_table(path, RUN_KEYS)
+            read_table(path, RUN_KEY)
     with pytest.raises(DamagedResultError, match="missing"):
         read_table(tmp_path / "absent.csv")

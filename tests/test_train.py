@@ -37,6 +37,22 @@ def test_same_seed_gives_identical_results(fashion_root, tmp_path) -> None:
     assert other["test_accuracy"] != first["test_accuracy"]
 
 
+def test_training_leaves_the_process_deterministic_setting_as_it_found_it(fashion_root, tmp_path,
+                                                                         monkeypatch) -> None:
+    """A CPU run insists on deterministic kernels while it trains, and only then."""
+    assert not torch.are_deterministic_algorithms_enabled()
+    seen = []
+    real_evaluate = cht.train.evaluate
+
+    def evaluate(*args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(cht.train, "evaluate", evaluate)
+    train(quick_config(fashion_root, epochs=1), tmp_path / "run")
+    assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
+
+
 def interrupted_then_resumed(config: TrainConfig, out, monkeypatch, crash_epoch: int,
                              resume_config: TrainConfig | None = None) -> dict:
     """Train into ``out``, interrupted in epoch ``crash_epoch`` (at its evaluation), then resumed to the end

@@ -33,9 +33,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from cht.config import RUN_KEY, SETTING_KEY
+
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 CONFIDENCE = 0.95
-SETTING_KEYS = ("dataset", "model", "dim", "density", "protocol")
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ PERCOLATED = Metric("percolated", "neurons percolated (1 − ANP, %)", 100.0, 1)
 POWER_LAW = Metric("gamma_loglikelihood_ratio_vs_exponential", "log-likelihood ratio power law vs exponential",
                    1.0, 1)
 
-COLUMNS = [*SETTING_KEYS, "claim", "subject", "comparison", "metric", "seeds", "subject_mean", "subject_std",
+COLUMNS = [*SETTING_KEY, "claim", "subject", "comparison", "metric", "seeds", "subject_mean", "subject_std",
            "comparison_mean", "comparison_std", "difference", "ci_low", "ci_high", "verdict", "detail"]
 
 
@@ -198,15 +199,15 @@ def claims_table(runs: pd.DataFrame, subject: str, baselines: Sequence[str]) -> 
     ``runs`` is the runs table of :func:`cht.results.run_table` (one row per run). No row for a setting
     without ``subject`` runs; topology rows only where the topology columns are present.
     """
-    missing = [key for key in (*SETTING_KEYS, "method", "seed") if key not in runs.columns]
+    missing = [key for key in RUN_KEY if key not in runs.columns]
     if missing:
         raise ValueError(f"runs lacks column(s) {missing}: pass the runs table of cht.results.run_table")
     rows: list[dict] = []
-    for values, group in runs.groupby(list(SETTING_KEYS), sort=True):
-        rows += setting_claims(dict(zip(SETTING_KEYS, values)), group, subject, baselines)
+    for values, group in runs.groupby(list(SETTING_KEY), sort=True):
+        rows += setting_claims(dict(zip(SETTING_KEY, values)), group, subject, baselines)
     by_protocol = dict(tuple(runs.groupby("protocol")))
     if {"released", "uniform"} <= set(by_protocol):
-        keys = [key for key in SETTING_KEYS if key != "protocol"]
+        keys = [key for key in SETTING_KEY if key != "protocol"]
         released = dict(tuple(by_protocol["released"].groupby(keys)))
         for values, uniform in by_protocol["uniform"].groupby(keys, sort=True):
             if values in released:
@@ -234,14 +235,14 @@ def format_claims(table: pd.DataFrame) -> pd.DataFrame:
     for row in table.itertuples(index=False):
         metric = _scale(row.metric)
         interval = "–" if pd.isna(row.ci_low) else f"[{_number(row.ci_low, metric)}, {_number(row.ci_high, metric)}]"
-        text.append({**{key: str(getattr(row, key)) for key in SETTING_KEYS}, "claim": row.claim,
+        text.append({**{key: str(getattr(row, key)) for key in SETTING_KEY}, "claim": row.claim,
                      "metric": row.metric,
                      "subject": f"{row.subject}: {_mean_std(row.subject_mean, row.subject_std, metric)}",
                      "comparison": "" if not row.comparison else
                      f"{row.comparison}: {_mean_std(row.comparison_mean, row.comparison_std, metric)}",
                      "difference (95% CI)": f"{_number(row.difference, metric)} {interval}",
                      "seeds": str(row.seeds), "verdict": f"**{row.verdict}**", "detail": row.detail})
-    return pd.DataFrame(text, columns=[*SETTING_KEYS, "claim", "metric", "subject", "comparison",
+    return pd.DataFrame(text, columns=[*SETTING_KEY, "claim", "metric", "subject", "comparison",
                                        "difference (95% CI)", "seeds", "verdict", "detail"])
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats
 
 PUBLISHED_DIR = Path(__file__).parent / "published"
+#: What a published cell names of a run: its key less protocol, method and seed (the papers run one protocol).
 SETTING = ("dataset", "model", "dim", "density")
 PUBLISHED_COLUMNS = ("table", *SETTING, "published_method", "method", "mean", "se", "anp", "n", "source")
 AGREES, ABOVE, BELOW = "agrees", "above", "below"
@@ -35,7 +36,7 @@ METRIC = "final_test_accuracy"
 COLUMNS = ["table", *SETTING, "protocol", "published_method", "method", "published_mean", "published_se",
            "published_n", "reproduced_mean", "reproduced_se", "reproduced_n", "delta", "tolerance", "verdict",
            "published_anp", "reproduced_anp", "note", "source"]
-RANK_COLUMNS = ["table", "dataset", "model", "dim", "density", "protocol", "methods", "kendall_tau", "p_value"]
+RANK_COLUMNS = ["table", *SETTING, "protocol", "methods", "kendall_tau", "p_value"]
 
 
 class PublishedTableError(ValueError):
@@ -128,7 +129,7 @@ def reproduction_table(runs: pd.DataFrame, published: pd.DataFrame | None = None
 def rank_agreement(table: pd.DataFrame) -> pd.DataFrame:
     """Kendall's τ-b between published and reproduced means over the methods of each table, dataset and
     protocol (NaN with fewer than two methods)."""
-    keys = ["table", "dataset", "model", "dim", "density", "protocol"]
+    keys = ["table", *SETTING, "protocol"]
     rows = []
     for values, group in table.groupby(keys, sort=True):
         if len(group) > 1:

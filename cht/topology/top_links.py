@@ -52,9 +52,11 @@ def top_n_links(
     """The ``n`` non-links of a layer with the highest CH scores, without a dense score matrix.
 
     Args:
-        n_in, n_out: neurons on each side of the layer.
-        src, dst: int64 tensors of equal length, link ``e`` joining input ``src[e]`` to output
-            ``dst[e]`` (any order, each link once): the current (post-removal) graph.
+        n_in: neurons on the input side of the layer.
+        n_out: neurons on the output side of the layer.
+        src: int64 tensor, link ``e`` joining input ``src[e]`` to output ``dst[e]`` (any order, each
+            link once): the current (post-removal) graph.
+        dst: int64 tensor of the same length as ``src``: the output end of each link.
         n: how many non-links to choose. Fewer come back when the layer has fewer candidates, or
             with ``positive_only`` fewer positively scored ones.
         rule: one of :func:`cht.topology.available_rules` (exact path rules and L3n).

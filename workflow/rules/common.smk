@@ -1,7 +1,5 @@
 """Configuration checks, the grid of runs and the paths every rule shares."""
 
-import itertools
-import math
 import tempfile
 from pathlib import Path
 
@@ -13,32 +11,24 @@ from snakemake.utils import validate
 
 from cht.analysis.figures import CAPTIONS
 from cht.analysis.reproduction import published_counterparts
-from cht.config import RUN_LAYOUT, ConfigError, TrainConfig
-from cht.data import DATASETS
-from cht.dst import CHRegrowth, SoftCHRegrowth, available_methods, get_method
-from cht.grouped import dataset_bytes, max_group_size, model_layer_shapes
+from cht.config import (MEMBER_KEY, RUN_LAYOUT, SETTING_KEY, SETTING_LAYOUT, ConfigError, folder_layout,
+                        panel_title, wildcard_patterns)
+from cht.dst import CHRegrowth, SoftCHRegrowth, get_method
+from cht.pipeline import (check_train_settings, grid, grid_runs, group_parts, grouping_enabled, read_pipeline_schema,
+                          settings, topology_evolves, train_settings)
 from cht.tracking import config_hash
-from cht.train import configured_method
 
 
 def validate_config(config: dict) -> None:
-    """Validate against the schema, completed with the keys of :class:`cht.config.TrainConfig`.
-
-    TrainConfig declares every run setting once: its ``grid`` keys fill ``$defs`` (the items of methods,
-    datasets, models, dims, densities, seeds), its ``run`` keys the top-level keys of the same name (the
-    YAML's defaults and descriptions win), its ``train`` keys the shared training settings.
-    """
-    schema = yaml.safe_load(Path(workflow.basedir, "workflow", "schemas", "config.schema.yaml").read_text())
-    for key, value in TrainConfig.json_schema(pipeline="grid")["properties"].items():
-        schema["$defs"][key] = value
-    for key, value in TrainConfig.json_schema(pipeline="run")["properties"].items():
-        schema["properties"][key] = {**value, **schema["properties"].get(key, {})}
-    schema["$defs"]["train_settings"] = TrainConfig.json_schema(pipeline="train")
-    schema["properties"]["methods"]["default"] = available_methods()
+    """Validate against the pipeline's schema (cht.pipeline.pipeline_schema), then build every run's TrainConfig."""
     with tempfile.TemporaryDirectory() as folder:
         resolved = Path(folder, "config.schema.yaml")
-        resolved.write_text(yaml.safe_dump(schema))
+        resolved.write_text(yaml.safe_dump(read_pipeline_schema(Path(workflow.basedir))))
         validate(config, str(resolved))
+    try:
+        check_train_settings(config)
+    except ConfigError as error:
+        raise WorkflowError(str(error)) from None
 
 
 validate_config(config)
@@ -46,121 +36,42 @@ validate_config(config)
 
 RESULTS = config["results_dir"]
 LOGS = f"{RESULTS}/logs"
-GRID = {"dataset": config["datasets"], "model": config["models"], "dim": config["dims"],
-        "density": [f"{density:g}" for density in config["densities"]], "protocol": config["protocols"],
-        "method": config["methods"], "seed": config["seeds"]}
-# The protocol is part of every path, also when the grid runs only one: one layout for every config.
-SETTING = "{dataset}/{model}-dim{dim}/density{density}/{protocol}"
+# Every wildcard and path below derives from the run key that cht.config declares once.
+GRID = grid(config)
+# Every key is part of every path, also when the grid holds one value: one layout for every config.
+SETTING = SETTING_LAYOUT
 RUN = RUN_LAYOUT
+# Figures that show every dataset of a setting, one panel each.
+ACROSS_DATASETS = folder_layout(key for key in SETTING_KEY if key != "dataset")
 # A run's outputs, made by rule train or, when runs are grouped, by the train_group rule of its group.
 RUN_MASKS = f"{RESULTS}/runs/{RUN}/masks.pt"
 RUN_INITIAL_MASKS = f"{RESULTS}/runs/{RUN}/initial_masks.pt"
 RUN_METRICS = f"{RESULTS}/runs/{RUN}/metrics.json"
 CONFIG_HASH = config_hash(config)
 # Whether some run of the grid has a cell in a published table (then the reproduction rule runs).
-HAS_PUBLISHED_COUNTERPART = not published_counterparts(
-    pd.DataFrame([dict(zip(GRID, values)) for values in itertools.product(*GRID.values())])).empty
+HAS_PUBLISHED_COUNTERPART = not published_counterparts(pd.DataFrame(grid_runs(config))).empty
 
 wildcard_constraints:
-    dataset="[a-z0-9_]+",
-    model="[a-z0-9_]+",
-    method="[a-z0-9_]+",
-    protocol="[a-z0-9_]+",
-    dim=r"\d+",
-    density=r"[0-9.e+-]+",
-    seed=r"\d+",
-
-
-def train_settings(run: dict) -> dict:
-    """The full :class:`cht.config.TrainConfig` of one run (its wildcard values given), as a plain dict."""
-    shared = {**config["train"], **config["train_per_dataset"].get(run["dataset"], {})}
-    return {**shared, "method": run["method"], "protocol": run["protocol"], "dataset": run["dataset"],
-            "model": run["model"],
-            "dim": int(run["dim"]), "density": float(run["density"]), "seed": int(run["seed"]),
-            "data_root": config["data_root"],
-            "data_sources": config["data_sources"], "experiment": config["experiment"],
-            "tracking": config["tracking"], "progress": False}
-
-
-def check_train_settings() -> None:
-    """Build every run's TrainConfig now, so a bad combination stops the pipeline before any job runs."""
-    for values in itertools.product(*GRID.values()):
-        try:
-            TrainConfig.from_dict(train_settings(dict(zip(GRID, values))))
-        except ConfigError as error:
-            raise WorkflowError(f"config train: {error}") from None
-
-
-check_train_settings()
-
-
-def topology_evolves(run: dict) -> bool:
-    """Whether the run's method schedules at least one topology update within its training."""
-    settings = TrainConfig.from_dict(train_settings(run))
-    method = configured_method(settings)
-    if not method.evolves:
-        return False
-    schedule = method.schedule
-    total = settings.epochs
-    if schedule.unit == "step":
-        split_sizes = DATASETS[settings.dataset].split_sizes
-        if split_sizes is None:  # size known only once the data is there; assume a long enough run
-            return True
-        samples = min(split_sizes[0], settings.max_train_samples or split_sizes[0])
-        total *= math.ceil(samples / settings.batch_size)
-    # Updates fall on multiples of the interval, so the first candidate decides.
-    return schedule.is_update(schedule.interval, total)
+    **wildcard_patterns(),
 
 
 def runs(pattern: str, **subset) -> list[str]:
     """``pattern`` expanded over the grid, with some wildcards restricted to ``subset`` (a value or a list)."""
-    grid = {**GRID, **{key: value if isinstance(value, list) else [value] for key, value in subset.items()}}
-    return expand(pattern, **grid)
+    values = {**GRID, **{key: value if isinstance(value, list) else [value] for key, value in subset.items()}}
+    return expand(pattern, **values)
 
 
 def setting_runs(pattern: str) -> list[str]:
-    """``pattern`` expanded over the grid's methods and seeds, keeping the setting's wildcards."""
-    return expand(pattern, method=GRID["method"], seed=GRID["seed"], allow_missing=True)
+    """``pattern`` expanded over the grid's runs of a setting (methods and seeds), keeping the setting's wildcards."""
+    return expand(pattern, **{key: GRID[key] for key in MEMBER_KEY}, allow_missing=True)
 
 
-def settings() -> list[dict]:
-    """Every (dataset, model, dim, density, protocol) combination: one panel of figures each."""
-    keys = ("dataset", "model", "dim", "density", "protocol")
-    return [dict(zip(keys, values)) for values in itertools.product(*(GRID[key] for key in keys))]
-
-
-def grouping_enabled() -> bool:
-    """Whether runs train in groups: ``group_runs`` true, or auto and training MLPs on CUDA (cht.grouped
-    stacks MLPs only)."""
-    only_mlps = set(config["models"]) == {"mlp"}
-    if config["group_runs"] is True and not only_mlps:
-        raise WorkflowError(f"group_runs: grouped training stacks MLPs only, but models lists {config['models']}; "
-                            "set group_runs to auto or false")
-    if config["group_runs"] != "auto":
-        return config["group_runs"]
-    if not only_mlps:
-        return False
-    devices = {settings.get("device", "auto")
-               for settings in [config["train"], *config["train_per_dataset"].values()]}
-    return any(device.startswith("cuda") for device in devices) or ("auto" in devices and torch.cuda.is_available())
-
-
-def group_parts() -> list[list[tuple[str, int]]]:
-    """The (method, seed) members of each part of a setting's group, at most ``group_size`` per part.
-
-    Without ``group_size``, one part holds every method × seed, unless a GPU visible here cannot hold that
-    many runs of the largest setting (cht.grouped.group_memory_bytes).
-    """
-    members = [(method, seed) for method in config["methods"] for seed in config["seeds"]]
-    size = config["group_size"] or len(members)
-    if not config["group_size"] and torch.cuda.is_available():
-        memory = torch.cuda.get_device_properties(0).total_memory
-        for setting in settings():
-            train = {**config["train"], **config["train_per_dataset"].get(setting["dataset"], {})}
-            shapes = model_layer_shapes(setting["model"], setting["dataset"], int(setting["dim"]))
-            data = dataset_bytes(setting["dataset"], train.get("max_train_samples"), train.get("max_test_samples"))
-            size = min(size, max_group_size(memory, shapes, train.get("batch_size", 32), data))
-    return [members[start:start + size] for start in range(0, len(members), size)]
+# The one look at the hardware while the workflow is read: grouping on "auto" needs to know about a GPU here.
+CUDA_MEMORY = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
+try:
+    GROUPED = grouping_enabled(config, CUDA_MEMORY is not None)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
 
 
 def group_rule_name(part: int) -> str:
@@ -174,7 +85,7 @@ def member_path(pattern: str, method: str, seed: int) -> str:
 
 def group_settings(members: list[tuple[str, int]]):
     """Params function: the TrainConfig of every member of a group part."""
-    return lambda wildcards: [train_settings({**dict(wildcards.items()), "method": method, "seed": seed})
+    return lambda wildcards: [train_settings(config, {**dict(wildcards.items()), "method": method, "seed": seed})
                               for method, seed in members]
 
 
@@ -188,8 +99,8 @@ def job_params() -> dict:
 
 FIGURES = f"{RESULTS}/figures"
 SPARSE_METHODS = [method for method in config["methods"] if get_method(method).sparse]
-PANEL = "{model}, dim {dim}, density {density}, {protocol}"
-DATASET_PANEL = "{dataset}, {model}, dim {dim}, density {density}, {protocol}"
+PANEL = panel_title(key for key in SETTING_KEY if key != "dataset")
+DATASET_PANEL = panel_title(SETTING_KEY)
 
 # Claims: the subject (CHT) against every method of the grid that does not grow links by CH scores.
 CLAIMS = config["claims"]
@@ -222,14 +133,14 @@ def first_seed_masks(wildcards, methods: list[str] | None = None, initial: bool 
 def figure_targets() -> list[str]:
     """Every figure of the configured grid (ANP only where some run's topology evolves)."""
     targets = []
-    for setting in settings():
+    for setting in settings(config):
         targets += expand(rules.learning_figures.output, **setting)
         if SPARSE_METHODS:
             targets += expand(rules.degree_figures.output, **setting)
             targets += expand(rules.degree_initial_final_figures.output, **setting)
         if NETWORK_METHODS:
             targets += expand(rules.network_figures.output, **setting)
-        if any(topology_evolves({**setting, "method": method, "seed": config["seeds"][0]})
+        if any(topology_evolves(config, {**setting, "method": method, "seed": config["seeds"][0]})
                for method in config["methods"]):
             targets += expand(rules.anp_figure.output, **setting)
             targets += expand(rules.anp_epochs_figure.output, **setting)

@@ -3,14 +3,12 @@ rule learning_figures:
     input:
         curves=rules.aggregate.output.curves,
     output:
-        learning_curves=figure(f"{FIGURES}/{{model}}-dim{{dim}}/density{{density}}/{{protocol}}/learning_curves",
-                               "learning_curves", PANEL),
-        aae_bars=figure(f"{FIGURES}/{{model}}-dim{{dim}}/density{{density}}/{{protocol}}/aae_bars",
-                        "aae_bars", PANEL),
+        learning_curves=figure(f"{FIGURES}/{ACROSS_DATASETS}/learning_curves", "learning_curves", PANEL),
+        aae_bars=figure(f"{FIGURES}/{ACROSS_DATASETS}/aae_bars", "aae_bars", PANEL),
     log:
-        f"{LOGS}/learning_figures/{{model}}-dim{{dim}}/density{{density}}/{{protocol}}.log",
+        f"{LOGS}/learning_figures/{ACROSS_DATASETS}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/learning_figures/{{model}}-dim{{dim}}/density{{density}}/{{protocol}}.tsv"
+        f"{RESULTS}/benchmarks/learning_figures/{ACROSS_DATASETS}.tsv"
     params:
         captions=CAPTIONS,
         job=job_params(),

@@ -12,7 +12,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from cht.tracking import PARENT_RUN_ENV, InterruptWatch, Tracker
+from cht.processes import InterruptWatch
+from cht.tracking import PARENT_RUN_ENV, Tracker
+from cht.tracking_spool import sync
 
 PIPELINE_RUN = Tracker(config["experiment"], run_name=f"pipeline · {' '.join(config['datasets'])}",
                        enabled=config["tracking"], results_dir=Path(RESULTS),
@@ -23,9 +25,11 @@ INTERRUPTS = []
 
 
 onstart:
-    # Starting the run also closes as KILLED the runs a hard-killed earlier invocation left RUNNING.
+    # Starting the run also closes as KILLED the runs a hard-killed earlier invocation left RUNNING; what
+    # earlier jobs could not send while a tracking server was away is sent first.
     if PIPELINE_RUN.enabled:
         PIPELINE_RUN.start()
+        sync(Path(RESULTS))
         os.environ[PARENT_RUN_ENV] = PIPELINE_RUN.run_id
         PIPELINE_RUN.log_params(config)
         PIPELINE_RUN.log_dict(config, "config.yaml")

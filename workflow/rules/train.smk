@@ -1,4 +1,4 @@
-if not grouping_enabled():
+if not GROUPED:
 
     rule train:
         """Train one model; metrics.json is written last. The run's checkpoint.pt is deliberately not an
@@ -14,7 +14,7 @@ if not grouping_enabled():
         benchmark:
             f"{RESULTS}/benchmarks/train/{RUN}.tsv"
         params:
-            settings=lambda wildcards: train_settings(dict(wildcards.items())),
+            settings=lambda wildcards: train_settings(config, dict(wildcards.items())),
             job=job_params(),
         threads: 1
         resources:
@@ -28,7 +28,7 @@ if not grouping_enabled():
 else:
     # One rule per part of a setting's group (one part unless group_size splits it): a rule's outputs are
     # fixed patterns, and each part produces the files of its own (method, seed) members.
-    for part, members in enumerate(group_parts()):
+    for part, members in enumerate(group_parts(config, CUDA_MEMORY)):
 
         rule:
             """Train a part of a setting's runs together in one process (cht.grouped); every member writes

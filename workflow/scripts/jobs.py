@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 # workers slow jobs running side by side down many times over.
 os.environ["NUMBA_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
 
-from cht.tracking import Tracker, job_run_name, job_tags  # noqa: E402 (needs the path above)
+from cht.config import job_run_name  # noqa: E402 (needs the path above)
+from cht.tracking import Tracker, job_tags  # noqa: E402
 
 
 def job_tracker(snakemake: Any, rule: str | None = None, wildcards: dict[str, Any] | None = None) -> Tracker:
@@ -49,17 +50,21 @@ def interrupt_on_sigterm(signum: int, frame: Any) -> None:
 def logged(snakemake: Any) -> Iterator[None]:
     """Send the job's printed output, warnings, log records and, if it fails, its traceback to its log file.
 
-    A damaged input (a truncated or foreign ``metrics.json``, ``topology.json``, table or ``masks.pt``), or a run
-    too large for the memory it may use, ends the job with one line naming the file (or the estimate) and the
-    fix, in the log and on the terminal, no traceback.
+    A damaged input (a truncated or foreign ``metrics.json``, ``topology.json``, table or ``masks.pt``), a run
+    too large for the memory it may use, or a training stopped by SIGTERM at a step boundary (checkpoint
+    written; the retry resumes it), ends the job with one line naming the file (or the estimate) and the fix,
+    in the log and on the terminal, no traceback.
     """
     from cht.io import CheckpointError
     from cht.memory import MemoryRequirementError
+    from cht.processes import TrainingStopped
     from cht.results import DamagedResultError
 
-    one_line = (DamagedResultError, CheckpointError, MemoryRequirementError)
+    one_line = (DamagedResultError, CheckpointError, MemoryRequirementError, TrainingStopped)
 
-    signal.signal(signal.SIGTERM, interrupt_on_sigterm)
+    previous_handler = signal.signal(signal.SIGTERM, interrupt_on_sigterm)
+    root = logging.getLogger()
+    previous_logging = root.handlers[:], root.level
     with open(snakemake.log[0], "w") as log:
         try:
             with redirect_stdout(log), redirect_stderr(log):
@@ -76,6 +81,10 @@ def logged(snakemake: Any) -> Iterator[None]:
             message = f"rule {snakemake.rule}: {error}"
             print(message, file=log)
             raise SystemExit(message) from None
+        finally:  # whatever called this (a test, a notebook) gets its signal handler and logging back
+            signal.signal(signal.SIGTERM, previous_handler)
+            root.handlers[:], _ = previous_logging
+            root.setLevel(previous_logging[1])
 
 
 def log_outputs(tracker: Tracker, snakemake: Any) -> None:

@@ -1,0 +1,1 @@
+"""A training run: what it records (:mod:`cht.run.record`)."""
