@@ -27,7 +27,7 @@ cached by earlier calls does not hide the call's own.
     python bench/linkpred.py --device cpu --sizes 1568x1568,3072x3072 --rules CH3-L3 \\
         --authors-repo ~/Cannistraci-Hebb-training --baseline /tmp/base
     python bench/linkpred.py --device cpu --mode blocked --sizes 65536x65536 --density 0.001 --repeats 1
-    python bench/linkpred.py --device cuda --backend torch     # the plain torch path, for comparison
+    python bench/linkpred.py --device cuda --scorer torch      # the plain torch path, for comparison
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import argparse
 import ctypes
 import gc
 import importlib
+import inspect
 import json
 import platform
 import re
@@ -54,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import authors_scorer  # noqa: E402
 
 from cht.topology import available_rules, count_l3_paths, link_scores, top_n_links  # noqa: E402
-from cht.topology.scores import BACKENDS  # noqa: E402
+from cht.topology.scores import SCORERS  # noqa: E402
 
 DENSITY = 0.01
 DEFAULT_SIZES = ((784, 1000), (1000, 1000), (784, 1568), (1568, 1568), (3072, 3072), (4096, 4096))
@@ -104,9 +105,9 @@ def main(argv: list[str] | None = None) -> None:
 def _dense_case(mask: torch.Tensor, rule: str, args: argparse.Namespace, dtype: torch.dtype,
                 baseline: Callable | None, authors: object | None) -> dict[str, object]:
     """Interleaved timings of ours, the baseline's and the authors' scorer on one layer and rule."""
-    contenders = {"": lambda: link_scores(mask, rule, dtype=dtype, backend=args.backend)}
+    contenders = {"": lambda: link_scores(mask, rule, dtype=dtype, scorer=args.backend)}
     if baseline is not None:
-        contenders["baseline_"] = lambda: baseline(mask, rule, dtype=dtype, backend=args.backend)
+        contenders["baseline_"] = lambda: baseline(mask, rule, dtype=dtype, **{_scorer_keyword(baseline): args.backend})
     times: dict[str, list[float]] = {name: [] for name in contenders}
     cpu_times: dict[str, list[float]] = {name: [] for name in contenders}
     authors_times, authors_cpu_times, authors_call_times = [], [], []
@@ -131,7 +132,7 @@ def _dense_case(mask: torch.Tensor, rule: str, args: argparse.Namespace, dtype: 
         record["speedup_vs_baseline"] = record["baseline_seconds_median"] / record["seconds_median"]
     if authors is not None:
         theirs = authors_scorer.scores(authors, mask.cpu())[0]
-        ours = link_scores(mask, rule, dtype=torch.float64, backend=args.backend).cpu().numpy()
+        ours = link_scores(mask, rule, dtype=torch.float64, scorer=args.backend).cpu().numpy()
         record.update({
             "authors_seconds_median": statistics.median(authors_times), "authors_seconds_all": authors_times,
             "authors_call_seconds_median": statistics.median(authors_call_times),
@@ -175,6 +176,11 @@ def _blocked_case(n_in: int, n_out: int, rule: str, args: argparse.Namespace, dt
     return record
 
 
+def _scorer_keyword(function: Callable) -> str:
+    """The name of the kernel-choice argument of a ``link_scores`` (older checkouts call it ``backend``)."""
+    return "scorer" if "scorer" in inspect.signature(function).parameters else "backend"
+
+
 def _load_baseline(checkout: Path) -> Callable:
     """``link_scores`` of another checkout of this project, loaded beside the current one."""
     if not (checkout / "cht" / "topology" / "__init__.py").is_file():
@@ -212,7 +218,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "layer sizes up to 4096x4096, plus 8192x8192 on CUDA)")
     parser.add_argument("--rules", type=_rules, default=available_rules(),
                         help=f"comma-separated rules among {','.join(available_rules())} (default: all)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+    parser.add_argument("--scorer", "--backend", dest="backend", choices=SCORERS, default="auto",
                         help="auto: numba on CPU, triton on CUDA (when installed), torch otherwise")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="score dtype (default float32)")
     parser.add_argument("--density", type=float, default=DENSITY, help=f"link density (default {DENSITY})")

@@ -134,13 +134,13 @@ def _exactness(device: torch.device, errors: list[dict]) -> list[dict]:
     rows = []
     for name, (mask, int64) in _layers(device).items():
         for rule in available_rules():
-            reference = link_scores(mask, rule, dtype=torch.float64, backend="torch")
+            reference = link_scores(mask, rule, dtype=torch.float64, scorer="torch")
             for dtype in (torch.float64, torch.float32):
                 row = {"layer": name, "rule": rule, "dtype": str(dtype).removeprefix("torch."),
                        "max_rel_error": None, "ok": None}
 
                 def triton_scores() -> torch.Tensor:
-                    return link_scores(mask, rule, dtype=dtype, backend="triton")
+                    return link_scores(mask, rule, dtype=dtype, scorer="triton")
 
                 got = _soft(errors, f"exactness {name} {rule} {row['dtype']}",
                             _with_int64_indices(triton_scores) if int64 else triton_scores)
@@ -190,7 +190,7 @@ def _timings(device: torch.device, backends: tuple[str, ...], repeats: int, erro
         for rule in TIMED_RULES:
             for backend in backends:
                 def call() -> torch.Tensor:
-                    return link_scores(mask, rule, backend=backend)
+                    return link_scores(mask, rule, scorer=backend)
 
                 measured = _soft(errors, f"timing {n}x{n} {rule} {backend}", lambda: _measure(call, device, repeats))
                 row = {"layer": f"{n}x{n}", "rule": rule, "backend": backend, "l3_paths": paths,
@@ -222,7 +222,7 @@ def _tile_sweep(device: torch.device, repeats: int, errors: list[dict]) -> list[
             triton_kernels.TILE_PATHS, triton_kernels.PATHS_PER_THREAD = tile_paths, per_thread
             try:
                 measured = _soft(errors, f"sweep {n}x{n} tile {tile_paths}/{per_thread}",
-                                 lambda: _measure(lambda: link_scores(mask, "CH3-L3", backend="triton"), device,
+                                 lambda: _measure(lambda: link_scores(mask, "CH3-L3", scorer="triton"), device,
                                                   repeats, peak=False))
             finally:
                 triton_kernels.TILE_PATHS, triton_kernels.PATHS_PER_THREAD = defaults
@@ -240,11 +240,11 @@ def _profile(device: torch.device, errors: list[dict]) -> list[dict]:
     mask = _square_mask(3072, device)
 
     def run() -> list[dict]:
-        link_scores(mask, "CH3-L3", backend="triton")
+        link_scores(mask, "CH3-L3", scorer="triton")
         torch.cuda.synchronize(device)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                                 torch.profiler.ProfilerActivity.CUDA]) as profiler:
-            link_scores(mask, "CH3-L3", backend="triton")
+            link_scores(mask, "CH3-L3", scorer="triton")
             torch.cuda.synchronize(device)
         events = [event for event in profiler.key_averages() if _device_us(event) > 0]
         events.sort(key=_device_us, reverse=True)

@@ -170,7 +170,7 @@ def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: t
                                             value_generator))
 
 
-def layer_links(layers: list) -> list[torch.Tensor]:
+def layer_adjacencies(layers: list) -> list[torch.Tensor]:
     """Every sparse layer's adjacency ``(in, out)`` on the CPU, as ``masks.pt`` stores it."""
     return [layer.adjacency.cpu().clone() for layer in layers]
 
@@ -232,7 +232,7 @@ def build_run(config: TrainConfig, method: Method, x_train: torch.Tensor | None,
     build_sparse_topology(model, config, x_train)
     layers = sparse_layers(model)
     store_layers(layers, backend)
-    return BuiltRun(model, layers, [layer.n_links for layer in layers], layer_links(layers),
+    return BuiltRun(model, layers, [layer.n_links for layer in layers], layer_adjacencies(layers),
                     final_link_counts(model, config))
 
 
@@ -286,7 +286,7 @@ def finish_run(config: TrainConfig, out_dir: Path, tracker: Tracker, history: Hi
 
     ``extra`` adds entries to ``metrics.json`` (a grouped run records its group there)."""
     metrics = {**summarise(config, history, evolution, initial_links, device, checksum, params), **(extra or {})}
-    save_tensors_atomic(out_dir / MASKS, layer_links(evolution.layers))
+    save_tensors_atomic(out_dir / MASKS, layer_adjacencies(evolution.layers))
     write_text_atomic(out_dir / METRICS, json.dumps(metrics, indent=2))
     tracker.log_metrics({"final_test_accuracy": metrics["final_test_accuracy"],
                          "best_test_accuracy": metrics["best_test_accuracy"], "aae": metrics["aae"],

@@ -366,3 +366,18 @@ def test_erdos_renyi_links_have_exact_count_and_are_reproducible(n_in: int, n_ou
     assert torch.equal(links, make(0))
     if 0 < n_links < n_in * n_out:
         assert not torch.equal(links, make(1))
+
+
+@pytest.mark.parametrize("shape, density", [((5, 8), 0.3), ((8, 5), 0.0), ((3, 4), 1.0), ((1, 7), 0.5)])
+def test_adjacency_helpers_name_the_two_orientations(shape, density) -> None:
+    """Weights are ``(out, in)``, adjacencies ``(in, out)``: entry ``[i, j]`` links input ``i`` to output ``j``."""
+    n_out, n_in = shape
+    generator = torch.Generator().manual_seed(n_out * 10 + n_in)
+    index = torch.randperm(n_out * n_in, generator=generator)[:round(density * n_out * n_in)].sort().values
+    adjacency = L.to_adjacency(index, shape)
+    assert adjacency.shape == (n_in, n_out)
+    linked = {int(p) for p in index}
+    for i in range(n_in):
+        for j in range(n_out):
+            assert bool(adjacency[i, j]) == (j * n_in + i in linked)
+    assert torch.equal(L.from_adjacency(adjacency), index)

@@ -13,7 +13,7 @@ from cht.topology import graph, numba_kernels, torch_kernels
 
 PATH_RULES = ("CH3-L3", "CH2-L3", "CH1-L3", "RA-L3")
 NODE_RULES = ("CH3-L3n", "CH2-L3n")
-BACKENDS = ["torch"] + (["numba"] if numba_kernels.AVAILABLE else [])
+SCORERS = ["torch"] + (["numba"] if numba_kernels.AVAILABLE else [])
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -148,26 +148,26 @@ def assert_exact(got: torch.Tensor, expected: torch.Tensor) -> None:
 
 @lru_cache(maxsize=None)
 def random_case(case: int, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fresh random layer per (case, rule) and its reference scores, shared by the backends."""
+    """A fresh random layer per (case, rule) and its reference scores, shared by the scorers."""
     shape, density = RANDOM_CASES[case]
     mask = random_layer(shape, density, seed=100 * case + (PATH_RULES + NODE_RULES).index(rule))
     return mask, reference(mask, rule)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scorer", SCORERS)
 @pytest.mark.parametrize("rule", PATH_RULES + NODE_RULES)
 @pytest.mark.parametrize("case", range(len(RANDOM_CASES)))
-def test_float64_scores_match_slow_reference_on_random_layers(case: int, rule: str, backend: str) -> None:
+def test_float64_scores_match_slow_reference_on_random_layers(case: int, rule: str, scorer: str) -> None:
     mask, expected = random_case(case, rule)
-    assert_exact(link_scores(mask, rule, dtype=torch.float64, backend=backend), expected)
+    assert_exact(link_scores(mask, rule, dtype=torch.float64, scorer=scorer), expected)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scorer", SCORERS)
 @pytest.mark.parametrize("rule", ["CH3-L3", "CH2-L3n"])
 @pytest.mark.parametrize("name", list(SPECIAL_LAYERS))
-def test_special_layers_match_slow_reference(name: str, rule: str, backend: str) -> None:
+def test_special_layers_match_slow_reference(name: str, rule: str, scorer: str) -> None:
     mask = SPECIAL_LAYERS[name]
-    got = link_scores(mask, rule, dtype=torch.float64, backend=backend)
+    got = link_scores(mask, rule, dtype=torch.float64, scorer=scorer)
     assert_exact(got, reference(mask, rule))
 
 
@@ -175,24 +175,24 @@ def test_special_layers_match_slow_reference(name: str, rule: str, backend: str)
 @pytest.mark.parametrize("rule", ["CH3-L3", "CH3-L3n"])
 def test_torch_chunking_does_not_change_scores(chunk_paths: int, rule: str) -> None:
     mask = random_layer((45, 38), 0.15, seed=chunk_paths)
-    got = link_scores(mask, rule, dtype=torch.float64, backend="torch", chunk_paths=chunk_paths)
+    got = link_scores(mask, rule, dtype=torch.float64, scorer="torch", chunk_paths=chunk_paths)
     assert_exact(got, reference(mask, rule))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_default_float32_scores_are_close_and_zero_on_links(backend: str) -> None:
+@pytest.mark.parametrize("scorer", SCORERS)
+def test_default_float32_scores_are_close_and_zero_on_links(scorer: str) -> None:
     mask = random_layer((70, 90), 0.08, seed=7)
-    got = link_scores(mask, backend=backend)
+    got = link_scores(mask, scorer=scorer)
     assert got.dtype == torch.float32 and got.device == mask.device
     assert bool((got[mask] == 0).all())
     torch.testing.assert_close(got.double(), reference(mask, "CH3-L3"), rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scorer", SCORERS)
 @pytest.mark.parametrize("rule", ["CH3-L3", "CH2-L3n"])
-def test_transposed_view_scores_are_the_transposed_scores(rule: str, backend: str) -> None:
+def test_transposed_view_scores_are_the_transposed_scores(rule: str, scorer: str) -> None:
     mask = random_layer((26, 41), 0.15, seed=17)
-    transposed = link_scores(mask.T, rule, dtype=torch.float64, backend=backend)
+    transposed = link_scores(mask.T, rule, dtype=torch.float64, scorer=scorer)
     assert transposed.shape == (41, 26)
     assert_exact(transposed, reference(mask, rule).T.contiguous())
 
@@ -202,12 +202,12 @@ def test_int64_indices_give_the_same_scores(monkeypatch: pytest.MonkeyPatch) -> 
     expected = reference(mask, "CH3-L3")
     monkeypatch.setattr(graph, "INT32_POSITIONS", 0)  # as for layers past 2**31 positions
     assert graph.Bipartite.from_mask(mask).index_dtype == torch.int64
-    assert_exact(link_scores(mask, "CH3-L3", dtype=torch.float64, backend="torch"), expected)
+    assert_exact(link_scores(mask, "CH3-L3", dtype=torch.float64, scorer="torch"), expected)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scorer", SCORERS)
 @pytest.mark.parametrize("layout", ["sliced", "transposed copy", "wide"])
-def test_any_memory_layout_gives_the_same_scores(layout: str, backend: str) -> None:
+def test_any_memory_layout_gives_the_same_scores(layout: str, scorer: str) -> None:
     """Masks are read in their memory order (rows or columns first); strided views are copied."""
     mask = random_layer((34, 27), 0.15, seed=19)
     if layout == "sliced":
@@ -216,17 +216,17 @@ def test_any_memory_layout_gives_the_same_scores(layout: str, backend: str) -> N
         mask = mask.T.contiguous().T
     else:
         mask = mask.T
-    got = link_scores(mask, "CH3-L3", dtype=torch.float64, backend=backend)
+    got = link_scores(mask, "CH3-L3", dtype=torch.float64, scorer=scorer)
     assert got.shape == mask.shape
     assert_exact(got, reference(mask.contiguous(), "CH3-L3"))
 
 
 @pytest.mark.skipif(not numba_kernels.AVAILABLE, reason="numba not installed")
 @pytest.mark.parametrize("rule", PATH_RULES + NODE_RULES)
-def test_numba_and_torch_backends_agree_on_a_larger_layer(rule: str) -> None:
+def test_numba_and_torch_scorers_agree_on_a_larger_layer(rule: str) -> None:
     mask = random_layer((200, 170), 0.04, seed=11)
-    numba_scores = link_scores(mask, rule, dtype=torch.float64, backend="numba")
-    torch_scores = link_scores(mask, rule, dtype=torch.float64, backend="torch", chunk_paths=5000)
+    numba_scores = link_scores(mask, rule, dtype=torch.float64, scorer="numba")
+    torch_scores = link_scores(mask, rule, dtype=torch.float64, scorer="torch", chunk_paths=5000)
     torch.testing.assert_close(numba_scores, torch_scores, rtol=1e-12, atol=0)
 
 
@@ -234,19 +234,19 @@ def test_numba_and_torch_backends_agree_on_a_larger_layer(rule: str) -> None:
 @pytest.mark.parametrize("case", range(len(RANDOM_CASES)))
 def test_dense_products_match_slow_reference_for_node_rules(case: int, rule: str) -> None:
     mask, expected = random_case(case, rule)
-    assert_exact(link_scores(mask, rule, dtype=torch.float64, backend="matmul"), expected)
+    assert_exact(link_scores(mask, rule, dtype=torch.float64, scorer="matmul"), expected)
 
 
 @pytest.mark.parametrize("rule", NODE_RULES)
 @pytest.mark.parametrize("name", list(SPECIAL_LAYERS))
 def test_dense_products_match_slow_reference_on_special_layers(name: str, rule: str) -> None:
     mask = SPECIAL_LAYERS[name]
-    assert_exact(link_scores(mask, rule, dtype=torch.float64, backend="matmul"), reference(mask, rule))
+    assert_exact(link_scores(mask, rule, dtype=torch.float64, scorer="matmul"), reference(mask, rule))
 
 
 def test_float32_dense_products_are_close_to_the_reference() -> None:
     mask = random_layer((50, 64), 0.45, seed=29, isolate=False)
-    got = link_scores(mask, "CH3-L3n", backend="matmul")
+    got = link_scores(mask, "CH3-L3n", scorer="matmul")
     assert got.dtype == torch.float32 and bool((got[mask] == 0).all())
     torch.testing.assert_close(got.double(), reference(mask, "CH3-L3n"), rtol=1e-5, atol=0)
 
@@ -265,9 +265,9 @@ def test_auto_scores_node_rules_of_dense_layers_by_dense_products(monkeypatch: p
     assert len(calls) == 1
 
 
-def test_matmul_backend_refuses_path_rules() -> None:
+def test_matmul_scorer_refuses_path_rules() -> None:
     with pytest.raises(ValueError, match="node-based"):
-        link_scores(torch.ones(3, 4, dtype=torch.bool), "CH3-L3", backend="matmul")
+        link_scores(torch.ones(3, 4, dtype=torch.bool), "CH3-L3", scorer="matmul")
 
 
 @pytest.mark.parametrize("shape, density", [((13, 17), 0.3), ((40, 9), 0.5), ((6, 6), 0.0)])
@@ -285,11 +285,11 @@ def test_count_l3_paths_matches_enumeration(shape: tuple[int, int], density: flo
     assert count_l3_paths(mask) == reference_path_count(mask)
 
 
-# ---------------------------------------------------------------- backend selection and errors
+# ---------------------------------------------------------------- scorer selection and errors
 
-def test_auto_backend_falls_back_to_torch_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_scorer_falls_back_to_torch_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
     mask = random_layer((20, 25), 0.2, seed=5)
-    expected = link_scores(mask, dtype=torch.float64, backend="torch")
+    expected = link_scores(mask, dtype=torch.float64, scorer="torch")
 
     def unavailable(*args: object) -> None:
         raise AssertionError("numba kernels must not run when numba is unavailable")
@@ -298,7 +298,7 @@ def test_auto_backend_falls_back_to_torch_without_numba(monkeypatch: pytest.Monk
     monkeypatch.setattr(numba_kernels, "link_scores", unavailable)
     assert_exact(link_scores(mask, dtype=torch.float64), expected)
     with pytest.raises(ValueError, match="numba"):
-        link_scores(mask, backend="numba")
+        link_scores(mask, scorer="numba")
 
 
 def test_available_rules_lists_every_rule() -> None:
@@ -317,7 +317,7 @@ def test_unknown_rule_lists_the_valid_ones() -> None:
         (torch.zeros(3, 3), {}, "bool"),
         (torch.zeros(3, 3, 3, dtype=torch.bool), {}, "2-D"),
         (torch.zeros(3, 3, dtype=torch.bool), {"dtype": torch.int64}, "dtype"),
-        (torch.zeros(3, 3, dtype=torch.bool), {"backend": "fortran"}, "backend"),
+        (torch.zeros(3, 3, dtype=torch.bool), {"scorer": "fortran"}, "scorer"),
         (torch.zeros(3, 3, dtype=torch.bool), {"chunk_paths": 0}, "chunk_paths"),
     ],
 )
@@ -336,13 +336,13 @@ def test_cuda_scores_match_slow_reference(rule: str) -> None:
     assert got.device.type == "cuda"
     assert_exact(got.cpu(), reference(mask, rule))
     with pytest.raises(ValueError, match="CPU"):
-        link_scores(mask.cuda(), rule, backend="numba")
+        link_scores(mask.cuda(), rule, scorer="numba")
 
 
 @CUDA
 @pytest.mark.parametrize("rule", NODE_RULES)
 def test_cuda_dense_products_match_slow_reference(rule: str) -> None:
     mask = random_layer((40, 36), 0.5, seed=22, isolate=False)
-    got = link_scores(mask.cuda(), rule, dtype=torch.float64, backend="matmul")
+    got = link_scores(mask.cuda(), rule, dtype=torch.float64, scorer="matmul")
     assert got.device.type == "cuda"
     assert_exact(got.cpu(), reference(mask, rule))

@@ -50,7 +50,7 @@ SMALL_CASES = [case for case, (shape, _) in enumerate(RANDOM_CASES) if shape[0] 
 @pytest.mark.parametrize("case", SMALL_CASES)
 def test_interpreted_float64_scores_match_slow_reference(case: int, rule: str) -> None:
     mask, expected = random_case(case, rule)
-    assert_exact(link_scores(mask, rule, dtype=torch.float64, backend="triton"), expected)
+    assert_exact(link_scores(mask, rule, dtype=torch.float64, scorer="triton"), expected)
 
 
 @INTERPRETED
@@ -58,14 +58,14 @@ def test_interpreted_float64_scores_match_slow_reference(case: int, rule: str) -
 @pytest.mark.parametrize("name", list(SPECIAL_LAYERS))
 def test_interpreted_special_layers_match_slow_reference(name: str, rule: str) -> None:
     mask = SPECIAL_LAYERS[name]
-    assert_exact(link_scores(mask, rule, dtype=torch.float64, backend="triton"), reference(mask, rule))
+    assert_exact(link_scores(mask, rule, dtype=torch.float64, scorer="triton"), reference(mask, rule))
 
 
 @INTERPRETED
 @pytest.mark.parametrize("rule", ["CH3-L3", "CH3-L3n"])
 def test_interpreted_float32_scores_are_close_and_zero_on_links(rule: str) -> None:
     mask = random_layer((36, 28), 0.15, seed=31)
-    got = link_scores(mask, rule, backend="triton")
+    got = link_scores(mask, rule, scorer="triton")
     assert got.dtype == torch.float32 and got.device == mask.device
     assert bool((got[mask] == 0).all())
     torch.testing.assert_close(got.double(), reference(mask, rule), rtol=1e-5, atol=0)
@@ -75,7 +75,7 @@ def test_interpreted_float32_scores_are_close_and_zero_on_links(rule: str) -> No
 @pytest.mark.parametrize("rule", ["CH3-L3", "CH2-L3n"])
 def test_interpreted_transposed_view_scores_are_the_transposed_scores(rule: str) -> None:
     mask = random_layer((19, 33), 0.2, seed=17)
-    transposed = link_scores(mask.T, rule, dtype=torch.float64, backend="triton")
+    transposed = link_scores(mask.T, rule, dtype=torch.float64, scorer="triton")
     assert_exact(transposed, reference(mask, rule).T.contiguous())
 
 
@@ -86,7 +86,7 @@ def test_interpreted_narrow_tiles_give_the_same_scores(rule: str, monkeypatch: p
     mask = random_layer((20, 16), 0.3, seed=23, isolate=False)
     monkeypatch.setattr(triton_kernels, "TILE_PATHS", 1)
     assert triton_kernels.launch_sizes(graph.Bipartite.from_mask(mask))["BLOCK_K"] == triton_kernels.MIN_BLOCK_K
-    assert_exact(link_scores(mask, rule, dtype=torch.float64, backend="triton"), reference(mask, rule))
+    assert_exact(link_scores(mask, rule, dtype=torch.float64, scorer="triton"), reference(mask, rule))
 
 
 @INTERPRETED
@@ -101,7 +101,7 @@ def test_interpreted_wide_inputs_are_walked_in_chunks(rule: str, monkeypatch: py
     monkeypatch.setattr(triton_kernels, "TILE_PATHS", 16)
     sizes = triton_kernels.launch_sizes(graph.Bipartite.from_mask(mask))
     assert sizes["BLOCK_K"] * sizes["BLOCK_D"] < 23  # a hub's outputs span two chunks
-    assert_exact(link_scores(mask, rule, dtype=torch.float64, backend="triton"), reference(mask, rule))
+    assert_exact(link_scores(mask, rule, dtype=torch.float64, scorer="triton"), reference(mask, rule))
 
 
 @INTERPRETED
@@ -110,7 +110,7 @@ def test_interpreted_int64_indices_give_the_same_scores(rule: str, monkeypatch: 
     mask = random_layer((26, 21), 0.2, seed=13)
     expected = reference(mask, rule)
     monkeypatch.setattr(graph, "INT32_POSITIONS", 0)  # as for layers past 2**31 positions
-    assert_exact(link_scores(mask, rule, dtype=torch.float64, backend="triton"), expected)
+    assert_exact(link_scores(mask, rule, dtype=torch.float64, scorer="triton"), expected)
 
 
 @pytest.mark.skipif(not triton_kernels.AVAILABLE, reason="triton is not installed")
@@ -144,31 +144,31 @@ def test_launch_sizes_cover_nearly_every_input_of_a_random_layer() -> None:
     assert sizes["BLOCK_K"] * sizes["BLOCK_D"] == triton_kernels.TILE_PATHS
 
 
-# ---------------------------------------------------------------- backend selection
+# ---------------------------------------------------------------- scorer selection
 
-def test_triton_backend_on_cpu_needs_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_triton_scorer_on_cpu_needs_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(triton_kernels, "AVAILABLE", True)
     monkeypatch.setattr(triton_kernels, "INTERPRETED", False)
     with pytest.raises(ValueError, match="CUDA.*TRITON_INTERPRET"):
-        link_scores(torch.zeros(4, 4, dtype=torch.bool), backend="triton")
+        link_scores(torch.zeros(4, 4, dtype=torch.bool), scorer="triton")
 
 
-def test_triton_backend_without_triton_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_triton_scorer_without_triton_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(triton_kernels, "AVAILABLE", False)
     with pytest.raises(ValueError, match="triton package"):
-        link_scores(torch.zeros(4, 4, dtype=torch.bool), backend="triton")
+        link_scores(torch.zeros(4, 4, dtype=torch.bool), scorer="triton")
 
 
 @pytest.mark.parametrize(
     "available, capability, expected",
     [(True, (9, 0), "triton"), (True, (8, 0), "triton"), (True, (7, 5), "torch"), (False, (9, 0), "torch")],
 )
-def test_auto_backend_on_cuda_prefers_triton_where_supported(
+def test_auto_scorer_on_cuda_prefers_triton_where_supported(
     available: bool, capability: tuple[int, int], expected: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(triton_kernels, "AVAILABLE", available)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    assert dispatch._resolve_backend("auto", torch.device("cuda")) == expected
+    assert dispatch._resolve_scorer("auto", torch.device("cuda")) == expected
 
 
 # ---------------------------------------------------------------- compiled kernels (GPU)
@@ -178,7 +178,7 @@ def test_auto_backend_on_cuda_prefers_triton_where_supported(
 @pytest.mark.parametrize("case", range(len(RANDOM_CASES)))
 def test_cuda_float64_scores_match_slow_reference(case: int, rule: str) -> None:
     mask, expected = random_case(case, rule)
-    got = link_scores(mask.cuda(), rule, dtype=torch.float64, backend="triton")
+    got = link_scores(mask.cuda(), rule, dtype=torch.float64, scorer="triton")
     assert got.device.type == "cuda"
     assert_exact(got.cpu(), expected)
 
@@ -188,7 +188,7 @@ def test_cuda_float64_scores_match_slow_reference(case: int, rule: str) -> None:
 @pytest.mark.parametrize("name", list(SPECIAL_LAYERS))
 def test_cuda_special_layers_match_slow_reference(name: str, rule: str) -> None:
     mask = SPECIAL_LAYERS[name]
-    got = link_scores(mask.cuda(), rule, dtype=torch.float64, backend="triton")
+    got = link_scores(mask.cuda(), rule, dtype=torch.float64, scorer="triton")
     assert_exact(got.cpu(), reference(mask, rule))
 
 
@@ -197,8 +197,8 @@ def test_cuda_special_layers_match_slow_reference(name: str, rule: str) -> None:
 @pytest.mark.parametrize("rule", PATH_RULES + NODE_RULES)
 def test_cuda_triton_and_torch_backends_agree_on_a_larger_layer(rule: str, dtype: torch.dtype, rtol: float) -> None:
     mask = random_layer((700, 520), 0.03, seed=41).cuda()
-    triton_scores = link_scores(mask, rule, dtype=dtype, backend="triton")
-    torch_scores = link_scores(mask, rule, dtype=torch.float64, backend="torch")
+    triton_scores = link_scores(mask, rule, dtype=dtype, scorer="triton")
+    torch_scores = link_scores(mask, rule, dtype=torch.float64, scorer="torch")
     torch.testing.assert_close(triton_scores.double(), torch_scores, rtol=rtol, atol=0)
 
 
@@ -210,6 +210,6 @@ def test_cuda_hub_inputs_match_the_torch_backend(rule: str) -> None:
     mask[[5, 77, 1500]] = True
     mask = mask.cuda()
     assert triton_kernels.launch_sizes(graph.Bipartite.from_mask(mask))["BLOCK_D"] < 1000
-    torch.testing.assert_close(link_scores(mask, rule, dtype=torch.float64, backend="triton"),
-                               link_scores(mask, rule, dtype=torch.float64, backend="torch"), rtol=1e-9, atol=0)
+    torch.testing.assert_close(link_scores(mask, rule, dtype=torch.float64, scorer="triton"),
+                               link_scores(mask, rule, dtype=torch.float64, scorer="torch"), rtol=1e-9, atol=0)
 

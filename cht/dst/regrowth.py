@@ -79,7 +79,7 @@ def _check_ch_rule(rule: str, owner: str) -> None:
 
 def survivor_adjacency(layer: SparseLinear, context: RegrowthContext) -> torch.Tensor:
     """Dense boolean adjacency ``(in, out)`` of the survivors, the topology code's convention."""
-    return links.to_mask(context.survivors, layer.shape).t()
+    return links.to_adjacency(context.survivors, layer.shape)
 
 
 def ch_scores(rule: str, adjacency: torch.Tensor, context: RegrowthContext) -> torch.Tensor:
@@ -90,7 +90,7 @@ def ch_scores(rule: str, adjacency: torch.Tensor, context: RegrowthContext) -> t
 
 def positions_of(grown_adjacency: torch.Tensor) -> torch.Tensor:
     """Link positions (layer convention) of a boolean ``(in, out)`` selection."""
-    return links.from_mask(grown_adjacency.t())
+    return links.from_adjacency(grown_adjacency)
 
 
 @dataclass(frozen=True)

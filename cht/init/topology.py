@@ -47,7 +47,7 @@ def init_topology(name: str, n_in: int, n_out: int, n_links: int, context: InitC
     if made.dtype == torch.bool:
         if made.shape != (n_in, n_out):
             raise RuntimeError(f"topology init {name!r} returned shape {tuple(made.shape)}, expected {(n_in, n_out)}")
-        made = L.from_mask(made.t())
+        made = L.from_adjacency(made)
     L.check_links(made, (n_out, n_in))
     if made.numel() != n_links:
         raise RuntimeError(f"topology init {name!r} returned {made.numel()} links, expected {n_links}")

@@ -63,7 +63,7 @@ class LinkGeometry:
     @property
     def adjacency(self) -> torch.Tensor:
         """Bipartite adjacency ``(in, out)``: entry ``[i, j]`` links input ``i`` to output ``j``."""
-        return L.to_mask(self.links, self.shape).t()
+        return L.to_adjacency(self.links, self.shape)
 
 
 class SparseLinear(LinkGeometry, nn.Module):

@@ -28,6 +28,17 @@ def to_mask(index: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return mask.view(shape)
 
 
+def to_adjacency(index: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The links at weight positions of a layer of ``shape`` ``(out, in)``, as the bipartite adjacency ``(in,
+    out)`` the network-science code reads (entry ``[i, j]`` links input ``i`` to output ``j``)."""
+    return to_mask(index, shape).t()
+
+
+def from_adjacency(adjacency: torch.Tensor) -> torch.Tensor:
+    """Weight positions (layer convention ``(out, in)``) of the links of a boolean adjacency ``(in, out)``."""
+    return from_mask(adjacency.t())
+
+
 def rows_cols(index: torch.Tensor, n_cols: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Row (output neuron) and column (input neuron) of each position."""
     return torch.div(index, n_cols, rounding_mode="floor"), index % n_cols

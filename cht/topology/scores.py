@@ -16,7 +16,7 @@ from cht.topology import numba_kernels, torch_kernels, triton_kernels
 from cht.topology.graph import Bipartite
 from cht.topology.rules import get_rule
 
-BACKENDS = ("auto", "torch", "numba", "triton", "matmul")
+SCORERS = ("auto", "torch", "numba", "triton", "matmul")
 # A walk of the path kernels costs about as much as 20 multiply-adds of a dense product (CH3-L3n at 784 x 784
 # breaks even between 5% and 10% density on a CPU): "auto" scores a node-based rule by dense products when
 # the layer has more walks than this fraction of their multiply-adds.
@@ -30,7 +30,7 @@ def link_scores(
     rule: str = "CH3-L3",
     *,
     dtype: torch.dtype = torch.float32,
-    backend: str = "auto",
+    scorer: str = "auto",
     chunk_paths: int | None = None,
 ) -> torch.Tensor:
     """Score every non-link of a layer with a CH L3 rule; existing links score exactly 0.
@@ -41,7 +41,7 @@ def link_scores(
         dtype: floating dtype of the result. float64 is exact to rounding; float32 (default) keeps
             tables and sums in float32 (relative error about 1e-6) and runs about twice as fast on
             CPU; other floating dtypes are computed in float32 and cast.
-        backend: ``"numba"`` (CPU only; compiled, parallel), ``"triton"`` (CUDA only; fused kernels
+        scorer: ``"numba"`` (CPU only; compiled, parallel), ``"triton"`` (CUDA only; fused kernels
             that walk the paths row by row, without per-path index arrays), ``"torch"`` (any device;
             the reference GPU path), ``"matmul"`` (node-based rules only, any device: dense
             products whose cost ignores density, for dense layers) or ``"auto"``: matmul for a
@@ -51,11 +51,11 @@ def link_scores(
             ``TRITON_INTERPRET=1`` set before triton is imported, ``"triton"`` also runs on CPU tensors,
             in Triton's interpreter (slow: for checking the kernels without a GPU).
         chunk_paths: paths per work chunk of the torch kernels, bounding their transient memory
-            (about 32 bytes per path); default :func:`default_chunk_paths`. The other backends
+            (about 32 bytes per path); default :func:`default_chunk_paths`. The other scorers
             hold no per-path memory and ignore it.
 
     Returns:
-        Tensor of shape ``mask.shape`` on ``mask.device`` with dtype ``dtype``. The numba backend
+        Tensor of shape ``mask.shape`` on ``mask.device`` with dtype ``dtype``. The numba scorer
         returns it row-major along the larger side of the layer: a transposed view when
         ``n_out > n_in`` (so ``link_scores(mask.t()).t()`` of a wide ``(n_out, n_in)`` mask is
         contiguous and costs no copy).
@@ -67,25 +67,25 @@ def link_scores(
     _check_mask(mask)
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype={dtype!r} must be a floating torch dtype such as torch.float32")
-    if backend == "matmul" and not spec.node_based:
-        raise ValueError(f"backend='matmul' computes node-based rules only; {rule} walks paths: use 'auto'")
-    if backend == "auto" and spec.node_based and _dense_products_cheaper(mask):
-        backend = "matmul"
-    backend = _resolve_backend(backend, mask.device)
+    if scorer == "matmul" and not spec.node_based:
+        raise ValueError(f"scorer='matmul' computes node-based rules only; {rule} walks paths: use 'auto'")
+    if scorer == "auto" and spec.node_based and _dense_products_cheaper(mask):
+        scorer = "matmul"
+    scorer = _resolve_scorer(scorer, mask.device)
     if chunk_paths is None:
         chunk_paths = default_chunk_paths(mask.device)
     elif not (isinstance(chunk_paths, int) and chunk_paths > 0):
         raise ValueError(f"chunk_paths={chunk_paths!r} must be a positive integer (or None for the default)")
 
     compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    if backend == "matmul":
+    if scorer == "matmul":
         return torch_kernels.dense_node_scores(mask, spec.factor, compute_dtype).masked_fill_(mask, 0).to(dtype)
-    if backend == "numba":
+    if scorer == "numba":
         return numba_kernels.link_scores(mask, spec, compute_dtype).to(dtype)
     transposed = mask.shape[1] > mask.shape[0]
     layer = mask.T if transposed else mask
     graph = Bipartite.from_mask(layer)
-    if backend == "triton":
+    if scorer == "triton":
         scores = triton_kernels.scores(graph, layer, spec, compute_dtype)
     elif spec.node_based:
         scores = torch_kernels.node_scores(graph, spec.factor, compute_dtype, chunk_paths)
@@ -130,27 +130,27 @@ def _dense_products_cheaper(mask: torch.Tensor) -> bool:
     return walks > MATMUL_MIN_WALKS_PER_MULTIPLY_ADD * multiply_adds
 
 
-def _resolve_backend(backend: str, device: torch.device) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} must be one of {', '.join(BACKENDS)}")
-    if backend == "auto":
+def _resolve_scorer(scorer: str, device: torch.device) -> str:
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer={scorer!r} must be one of {', '.join(SCORERS)}")
+    if scorer == "auto":
         if device.type == "cpu" and numba_kernels.AVAILABLE:
             return "numba"
         if device.type == "cuda" and triton_kernels.AVAILABLE and \
                 torch.cuda.get_device_capability(device) >= TRITON_MIN_CAPABILITY:
             return "triton"
         return "torch"
-    if backend == "numba":
+    if scorer == "numba":
         if device.type != "cpu":
-            raise ValueError(f"backend='numba' runs on CPU tensors only (mask is on {device}); use 'torch'")
+            raise ValueError(f"scorer='numba' runs on CPU tensors only (mask is on {device}); use 'torch'")
         if not numba_kernels.AVAILABLE:
-            raise ValueError("backend='numba' needs the numba package; install it or use backend='torch'")
-    if backend == "triton":
+            raise ValueError("scorer='numba' needs the numba package; install it or use scorer='torch'")
+    if scorer == "triton":
         if not triton_kernels.AVAILABLE:
-            raise ValueError("backend='triton' needs the triton package; install it or use backend='torch'")
+            raise ValueError("scorer='triton' needs the triton package; install it or use scorer='torch'")
         if device.type != "cuda" and not triton_kernels.INTERPRETED:
             raise ValueError(
-                f"backend='triton' runs on CUDA tensors (mask is on {device}); use 'numba' or 'torch', or set "
+                f"scorer='triton' runs on CUDA tensors (mask is on {device}); use 'numba' or 'torch', or set "
                 "TRITON_INTERPRET=1 before importing cht to run the kernels in Triton's (slow) CPU interpreter"
             )
-    return backend
+    return scorer
