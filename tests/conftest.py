@@ -1,6 +1,7 @@
 """Shared fixtures: the real Fashion-MNIST, prepared once per test session."""
 
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,15 @@ def fashion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     prepare_dataset("fashion_mnist", root)
     return root
+
+
+@pytest.fixture
+def refusing_url() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` where nothing answers, for the whole test: this socket keeps the port bound but
+    never listens, so no other process can take the port and every connection to it is refused at once."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{holder.getsockname()[1]}"
 
 
 def mounted_tmpfs(folder: Path, options: str) -> Iterator[Path]:

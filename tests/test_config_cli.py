@@ -1,6 +1,5 @@
 """Configuration validation and the command line."""
 
-import socket
 import subprocess
 import sys
 from dataclasses import fields
@@ -177,13 +176,10 @@ def test_missing_dataset_offline_names_the_flag_and_leaves_no_folder(tmp_path, c
     assert not (tmp_path / "results").exists()
 
 
-def test_unreachable_tracking_server_stops_before_any_work(tmp_path, monkeypatch, capsys) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+def test_unreachable_tracking_server_stops_before_any_work(tmp_path, monkeypatch, capsys, refusing_url) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", refusing_url)
     code, err = run_cli(quick(tmp_path / "data", tmp_path / "results"), capsys)
-    assert code == 1 and f"http://127.0.0.1:{port} is unreachable" in err
+    assert code == 1 and f"{refusing_url} is unreachable" in err and "refused" in err
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
 
 
@@ -225,6 +221,7 @@ def test_full_disk_is_named_and_leaves_no_temporary_file(fashion_root, tiny_disk
     assert list(tiny_disk.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_library_and_cli_work_without_the_pipeline_extra(fashion_root, tmp_path) -> None:
     """Without mlflow and snakemake (the `pipeline` extra) the library trains; tracking says what to install."""
     script = f"""

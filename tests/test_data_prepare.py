@@ -149,7 +149,22 @@ def test_unpacked_files_in_torchvision_layout_are_accepted(fake_mnist, tmp_path)
 
 
 def test_file_url_source_is_read_as_a_local_directory(fake_mnist, tmp_path):
-    prepare_dataset("mnist", tmp_path / "root", sources=[fake_mnist["gz_dir"].as_uri()], download=False)
+    # A folder name that a file URL percent-encodes: the URL must be decoded to the path, not read literally.
+    source = tmp_path / "local copy #1"
+    fake_mnist["gz_dir"].rename(source)
+    url = source.as_uri()
+    assert "%20" in url and "%23" in url
+    root = tmp_path / "root"
+    target = prepare_dataset("mnist", root, sources=[url], download=False)
+    assert target == root / "MNIST" / "raw"
+    assert sorted(path.name for path in target.iterdir()) == sorted(MNIST_NAMES)
+    for name, data in fake_mnist["contents"].items():
+        assert (target / name).read_bytes() == data
+    x, y = load_tensors("mnist", root, train=False)
+    np.testing.assert_array_equal(y.numpy(), fake_mnist["arrays"]["test"][1])
+    assert x.shape == (6, 1, 28, 28)
+    assert fake_mnist["server"].fetched() == []  # nothing came from the mirrors: the folder held every file
+    assert staging_leftovers(root) == []
 
 
 def test_files_are_gathered_from_several_sources(fake_mnist, tmp_path):

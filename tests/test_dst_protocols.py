@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cht.config import ConfigError, TrainConfig
-from cht.dst import (CHRegrowth, EarlyStop, MagnitudeRemoval, MagnitudeTopKRemoval, Protocol, SoftCHRegrowth,
+from cht.dst import (CHRegrowth, EarlyStop, MagnitudeRemoval, MagnitudeTopKRemoval, SetupProtocol, SoftCHRegrowth,
                      SoftRemoval, available_methods, available_protocols, get_method, resolve_method)
 from cht.dst.removal import RemovalContext, released_set_removal
 from cht.init import WEIGHT_INITS, TOPOLOGY_INITS
@@ -160,7 +160,7 @@ def test_resolution_does_not_change_the_registry() -> None:
 
 def test_protocols_reject_unknown_fields_and_names() -> None:
     with pytest.raises(ValueError, match="unknown Method fields"):
-        Protocol("bad", "", per_method={"set": {"weight_initialisation": "swi"}})
+        SetupProtocol("bad", "", per_method={"set": {"weight_initialisation": "swi"}})
     with pytest.raises(ValueError, match="unknown protocol"):
         resolve_method("set", "faithful")
 
@@ -214,11 +214,29 @@ def test_released_cht_starts_with_most_csti_weights_at_zero_and_normal_biases(fa
     uniform = initial_state(TrainConfig(protocol="uniform", **settings))
     # Topology and weights share the init generator, so only the first layer's CSTI ties are broken alike.
     assert torch.equal(released[0].mask, uniform[0].mask)
+    from cht.init.weights import swi_std
+
+    kept = []
     for layer_released, layer_uniform in zip(released, uniform):
         linked = layer_released.weight.detach()[layer_released.mask]
-        assert float((linked != 0).float().mean()) < 0.05
+        assert linked.numel() == layer_released.n_links
+        # A CSTI link keeps a weight only where the random mask (as many links, drawn uniformly) had one too:
+        # hypergeometric, on average links² / positions of them (about 1% of the links here), never none.
+        positions = layer_released.in_features * layer_released.out_features
+        expected = layer_released.n_links ** 2 / positions
+        nonzero = int((linked != 0).sum())
+        assert abs(nonzero - expected) < 5 * math.sqrt(expected), (nonzero, expected)
+        std = swi_std(layer_released.shape, layer_released.n_links)
+        kept.append(linked[linked != 0].double() / std)
+        bias = layer_released.bias.detach().double()
+        assert float(bias.std()) == pytest.approx(std, rel=5 / math.sqrt(2 * bias.numel()))
+        assert abs(float(bias.mean())) < 5 * std / math.sqrt(bias.numel())
         assert bool((layer_uniform.weight[layer_uniform.mask] != 0).all())
-        assert float(layer_released.bias.detach().std()) > 0.1 and bool((layer_uniform.bias == 0).all())
+        assert bool((layer_uniform.bias == 0).all())
+    # The weights kept are SWI draws, N(0, swi_std²): over all layers, unit spread once scaled, mean 0.
+    kept = torch.cat(kept)
+    assert float(kept.std()) == pytest.approx(1.0, rel=5 / math.sqrt(2 * kept.numel()))
+    assert abs(float(kept.mean())) < 5 / math.sqrt(kept.numel())
 
 
 def test_run_records_its_protocol_and_initial_masks(fashion_root, tmp_path) -> None:

@@ -90,10 +90,34 @@ def test_released_normal_inits_draw_one_value_per_link_with_the_released_std(nam
     assert torch.equal(values, again)
 
 
-def test_swi_released_has_the_std_of_swi() -> None:
-    """Mean in-degree ``links / out`` equals ``density · fan_in``: the release's SWI is today's SWI."""
-    shape, links = (500, 800), 4000
-    assert swi_std(shape, links) == pytest.approx(math.sqrt(2 / (links / (500 * 800) * 800)))
+def slow_mean_in_degree(shape: tuple[int, int], index: torch.Tensor) -> float:
+    """The mean number of incoming links of an output neuron, counted link by link (``index``: flat positions
+    ``row · in + col`` of an ``(out, in)`` layer)."""
+    incoming = [0] * shape[0]
+    for position in index.tolist():
+        incoming[position // shape[1]] += 1
+    return sum(incoming) / shape[0]
+
+
+@pytest.mark.parametrize(("shape", "links"), [((500, 800), 4000), ((800, 300), 12000), ((60, 900), 5400)])
+def test_swi_released_has_the_std_of_swi(shape, links) -> None:
+    """The release's SWI (``sqrt(2 / mean in-degree)``) is today's SWI (``sqrt(2 / (density · fan_in))``): on
+    fresh random links, both draw exactly ``N(0, 2 / mean in-degree)`` from the same stream, the in-degree
+    counted by hand. Non-square layers tell the fan-in from the fan-out."""
+    index = random_index(shape, links, seed=sum(shape))
+    std = math.sqrt(2 / slow_mean_in_degree(shape, index))
+    reference = torch.randn(links, generator=torch.Generator().manual_seed(7)) * std
+    released = WEIGHT_INITS["swi_released"](shape, index, torch.Generator().manual_seed(7))
+    today = init_weights("swi", shape, index, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(released, reference, rtol=1e-6, atol=0)
+    torch.testing.assert_close(today, reference, rtol=1e-6, atol=0)
+    assert swi_std(shape, links) == pytest.approx(std)
+    # The scale itself, from the statistics of the draw: fails for any other σ by more than a few %.
+    sample = released.double()
+    assert float(sample.std()) == pytest.approx(std, rel=5 / math.sqrt(2 * links))
+    if shape[0] != shape[1]:
+        fan_out_std = math.sqrt(2 / (links / (shape[0] * shape[1]) * shape[0]))
+        assert float(sample.std()) != pytest.approx(fan_out_std, rel=5 / math.sqrt(2 * links))
 
 
 def slow_released_csti(shape, index, generator, std):

@@ -54,6 +54,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 # --- checks that need no training: started together, they share the interpreter start-up cost ---------------
+# (still some twenty Snakemake processes, so `slow`: leave them out with -m "not slow")
 
 BAD_CONFIGS = {
     "unknown method": ({"methods": ["set", "sett"]}, ["methods", "'sett' is not one of"]),
@@ -95,6 +96,7 @@ def quick_checks(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
             for name, process in processes.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
 def test_bad_config_stops_the_run_naming_the_field(quick_checks, case) -> None:
     result = quick_checks[case]
@@ -104,6 +106,7 @@ def test_bad_config_stops_the_run_naming_the_field(quick_checks, case) -> None:
     assert "Job stats" not in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED_MLP_CONFIGS)
 def test_dry_run_shows_the_full_grid(quick_checks, name) -> None:
     result = quick_checks[name]
@@ -130,6 +133,7 @@ def test_dry_run_shows_the_full_grid(quick_checks, name) -> None:
         assert counts["reproduction"] == 1
 
 
+@pytest.mark.slow
 def test_no_anp_figure_when_no_run_updates_its_topology(quick_checks) -> None:
     """Topology updates follow finished epochs but the last: a single epoch has none to plot."""
     result = quick_checks["single epoch"]
@@ -138,6 +142,7 @@ def test_no_anp_figure_when_no_run_updates_its_topology(quick_checks) -> None:
     assert "anp_figure" not in counts and "anp_epochs_figure" not in counts and counts["degree_figures"] == 1
 
 
+@pytest.mark.slow
 def test_grouped_runs_train_in_one_job_per_part_of_a_setting(quick_checks) -> None:
     """3 methods × 2 seeds in parts of at most 3: two group jobs, and every run analysed as before."""
     result = quick_checks["grouped"]
@@ -172,6 +177,7 @@ def test_paper_config_overrides_every_key_of_the_default_config() -> None:
         assert default <= keys(yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())), name
 
 
+@pytest.mark.slow
 def test_lint_passes(quick_checks) -> None:
     result = quick_checks["lint"]
     assert result.returncode == 0 and "Congratulations" in result.stdout, result.stdout[-3000:]

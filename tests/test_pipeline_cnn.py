@@ -28,6 +28,7 @@ def dry_runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
             for name, (process, log) in processes.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CNN_CONFIGS)
 def test_dry_run_lists_the_whole_cnn_grid(dry_runs, name) -> None:
     result = dry_runs[name]

@@ -339,7 +339,9 @@ def hold_a_run(results: str, ready: str) -> None:
     """A process that opens a run and then hangs until killed."""
     tracker = Tracker("dead", run_name="hard-killed", results_dir=Path(results))
     tracker.start()
-    Path(ready).write_text(tracker.run_id)
+    partial = Path(f"{ready}.partial")
+    partial.write_text(tracker.run_id)
+    partial.rename(ready)  # whole or absent for the reader
     time.sleep(600)
 
 
@@ -348,14 +350,18 @@ def test_runs_of_hard_killed_processes_are_closed_when_the_next_run_starts(tmp_p
     ready = tmp_path / "ready"
     process = multiprocessing.get_context("spawn").Process(target=hold_a_run, args=(str(results), str(ready)))
     process.start()
-    deadline = time.monotonic() + 120
-    while not ready.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    killed_run = ready.read_text()
-    alive = Tracker("dead", run_name="alive", results_dir=results)
-    alive.start()  # this process still runs: its run must stay open whatever happens to the other
-    os.kill(process.pid, signal.SIGKILL)
-    process.join()
+    try:
+        def run_opened() -> bool:
+            assert process.is_alive(), f"the run-holding process ended with exit code {process.exitcode}"
+            return ready.exists()
+
+        wait_for(run_opened, "the other process to open its run", timeout=120)
+        killed_run = ready.read_text()
+        alive = Tracker("dead", run_name="alive", results_dir=results)
+        alive.start()  # this process still runs: its run must stay open whatever happens to the other
+    finally:
+        process.kill()  # SIGKILL: the hard kill under test, and no process left behind if the wait failed
+        process.join()
     client = client_for(results)
     assert client.get_run(killed_run).info.status == "RUNNING"  # nobody has looked yet
 
@@ -417,22 +423,46 @@ def wait_for(condition, what: str, timeout: float = 300) -> None:
         time.sleep(0.05)
 
 
+PAUSE_HOOK = Path(__file__).resolve().parent / "pause_hook"
+
+
+def pausing_environment(environment: dict[str, str], point: str, folder: Path) -> dict[str, str]:
+    """``environment`` for processes whose training stops at ``point`` and sleeps there until killed (see
+    tests/pause_hook/sitecustomize.py): a kill then lands at a known place, however long an epoch lasts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    python_path = os.pathsep.join(filter(None, [str(PAUSE_HOOK), environment.get("PYTHONPATH")]))
+    return {**environment, "PYTHONPATH": python_path, "CHT_TEST_PAUSE": point, "CHT_TEST_PAUSE_DIR": str(folder)}
+
+
+def paused(folder: Path, point: str) -> list[Path]:
+    """The processes paused at ``point`` so far (one file each, named after its pid)."""
+    return sorted(folder.glob(f"{point}-*"))
+
+
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_rerun_after_a_hard_kill_closes_the_dead_runs_and_moves_the_resumed_one(tmp_path) -> None:
     experiment = "cht-hard-kill-test"
     config = write_config(tmp_path / "kill.yaml", methods=["static", "set"], experiment=experiment,
-                          # the masked backend keeps epochs long enough to kill the pipeline between them
                           train={"epochs": 3, "batch_size": 32, "max_train_samples": 2000, "max_test_samples": 200,
-                                 "device": "cpu", "backend": "masked"})
+                                 "device": "cpu"})
     targets = [f"results/runs/fashion_mnist/mlp-dim1/density0.01/uniform/{method}/seed0/metrics.json"
                for method in ("static", "set")]
+    # Every training job sleeps once its first epoch's checkpoint is saved: none can finish before the kill.
+    pauses = tmp_path / "pauses"
     process = subprocess.Popen(snakemake_command(tmp_path, "--configfile", str(config), "--cores", "2", *targets),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_for(lambda: any((tmp_path / "results" / "runs").rglob("checkpoint.pt")) or process.poll() is not None,
-             "a first epoch checkpoint")
-    os.killpg(process.pid, signal.SIGKILL)  # the pipeline and its jobs, as a node failure would
-    process.wait()
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                               env=pausing_environment(dict(os.environ), "first_checkpoint", pauses))
+    try:
+        def a_job_paused() -> bool:
+            assert process.poll() is None, f"the pipeline ended (exit code {process.returncode}) before the kill"
+            return bool(paused(pauses, "first_checkpoint"))
+
+        wait_for(a_job_paused, "a training job to save its first epoch's checkpoint")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the pipeline and its jobs, as a node failure would
+        process.wait()
+    assert any((tmp_path / "results" / "runs").rglob("checkpoint.pt"))
     assert not any((tmp_path / "results" / "runs").rglob("metrics.json")), "training ended before the kill"
     (dead_pipeline,) = [run for run in runs_of(tmp_path / "results", experiment)
                         if run.data.tags.get("cht.pipeline") == "true"]
@@ -500,20 +530,23 @@ def test_ctrl_c_ends_the_pipeline_and_its_training_run_killed_with_the_traceback
 @needs_fashion_mnist
 def test_a_cli_run_killed_in_its_first_epoch_is_closed_by_the_next_run(tmp_path, fashion_root) -> None:
     results = tmp_path / "results"
-    # The masked backend keeps the first epoch long enough (tens of seconds) to kill the run inside it.
-    command = [sys.executable, "-m", "cht", "train", "--method", "set", "--epochs", "1", "--device", "cpu", "--backend", "masked",
+    command = [sys.executable, "-m", "cht", "train", "--method", "set", "--epochs", "1", "--device", "cpu",
                "--data-root", str(fashion_root), "--results-dir", str(results), "--out", str(tmp_path / "run"),
                "--experiment", "cli-kill", "--no-progress"]
     environment = {k: v for k, v in os.environ.items() if k not in (PARENT_RUN_ENV, "MLFLOW_TRACKING_URI")}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+    # The run sleeps after its first optimiser step, its mlflow run open: the kill lands inside the first epoch.
+    pauses = tmp_path / "pauses"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=pausing_environment(environment, "first_step", pauses))
+    try:
+        def run_paused() -> bool:
+            assert process.poll() is None, f"the run ended (exit code {process.returncode}) before it could be killed"
+            return bool(paused(pauses, "first_step"))
 
-    def run_started() -> bool:
-        assert process.poll() is None, "the run ended before it could be killed"
-        return (results / "mlflow.db").exists() and bool(runs_of_if_any(results, "cli-kill"))
-
-    wait_for(run_started, "the CLI run to start")
-    process.kill()
-    process.wait()
+        wait_for(run_paused, "the CLI run to start its first epoch")
+    finally:
+        process.kill()
+        process.wait()
     assert not (tmp_path / "run" / "checkpoint.pt").exists(), "the first epoch ended before the kill"
     (killed,) = runs_of(results, "cli-kill")
     assert killed.info.status == "RUNNING" and killed.info.run_name == "set s0 · fashion_mnist mlp d1 1%"
@@ -523,13 +556,6 @@ def test_a_cli_run_killed_in_its_first_epoch_is_closed_by_the_next_run(tmp_path,
     assert finished.returncode == 0, finished.stderr[-3000:]
     states = {run.info.run_id: run.info.status for run in runs_of(results, "cli-kill")}
     assert states.pop(killed.info.run_id) == "KILLED" and list(states.values()) == ["FINISHED"]
-
-
-def runs_of_if_any(results: Path, experiment: str) -> list:
-    try:
-        return runs_of(results, experiment)
-    except Exception:  # the store or the experiment is still being created
-        return []
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ def sigterm_after_step(monkeypatch, step: int) -> None:
     monkeypatch.setattr(cht.train, "after_optimizer_step", step_then_signal)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("changes", [dict(update_interval=1),  # topology updates after epochs
                                      dict(update_unit="step", update_interval=7)],  # and within them
                          ids=["epoch-updates", "step-updates"])
@@ -62,6 +63,7 @@ def test_sigterm_mid_epoch_resumes_to_the_uninterrupted_result(fashion_root, tmp
     assert same_final_weights(tmp_path / "full", tmp_path / "stopped")
 
 
+@pytest.mark.slow
 def test_the_stopped_attempt_is_killed_and_visible_in_the_one_finished_run(fashion_root, tmp_path,
                                                                             monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

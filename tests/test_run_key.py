@@ -11,6 +11,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import pytest
+
 from cht.config import (GRID_LISTS, MEMBER_KEY, RUN_KEY, RUN_LAYOUT, SETTING_KEY, SETTING_LAYOUT, TrainConfig,
                         describe_run, folder_layout, parse_wildcard, wildcard_patterns, wildcard_value)
 from test_pipeline import ROOT, TEST_CONFIG
@@ -54,6 +56,7 @@ def copy_with_dummy_key(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # two Snakemake dry runs on a copy of the workflow
 def test_adding_a_grid_key_is_one_line(tmp_path) -> None:
     copy = copy_with_dummy_key(tmp_path / "copy")
     environment = {**os.environ, "PYTHONPATH": str(copy)}

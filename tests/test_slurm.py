@@ -33,12 +33,6 @@ pytestmark = [
 ]
 
 
-def test_shipped_profile_requests_a_gpu_for_training() -> None:
-    profile = yaml.safe_load(PROFILE.read_text())
-    assert profile["executor"] == "slurm"
-    assert profile["set-resources"]["train"]["gres"] == "gpu:1"
-
-
 def local_test_profile(folder: Path, retries: int = 0) -> Path:
     """The shipped SLURM profile, fitted to a one-machine test cluster: no GPU (this machine has no GPU
     gres), small memory and CPU requests, status from squeue (no accounting database), no account."""

@@ -1,7 +1,6 @@
 """Training runs: real data, determinism, resume, tracking, divergence."""
 
 import json
-import socket
 
 import pytest
 import torch
@@ -27,6 +26,7 @@ def comparable(metrics: dict) -> dict:
     return result
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_results(fashion_root, tmp_path) -> None:
     first = train(quick_config(fashion_root), tmp_path / "a")
     second = train(quick_config(fashion_root), tmp_path / "b")
@@ -80,6 +80,7 @@ def same_final_weights(out_a, out_b) -> bool:
     return all(torch.equal(final_a[k], final_b[k]) for k in final_a)
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(fashion_root, tmp_path, monkeypatch) -> None:
     config = quick_config(fashion_root, update_interval=1)
     uninterrupted = train(config, tmp_path / "full")
@@ -88,6 +89,7 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(fashion_root, tmp_pa
     assert same_final_weights(tmp_path / "full", tmp_path / "resumed")
 
 
+@pytest.mark.slow
 def test_a_masked_run_resumes_on_the_sparse_backend_and_reports_its_topology(fashion_root, tmp_path,
                                                                              monkeypatch) -> None:
     """The backend is storage only: a checkpoint resumes on the other one and the run goes on alike."""
@@ -122,6 +124,7 @@ def test_a_masked_run_resumes_on_the_sparse_backend_and_reports_its_topology(fas
     assert len(resumed["early_stop_update"]) == 3
 
 
+@pytest.mark.slow
 def test_auto_backend_trains_dense_layers_masked_until_the_schedule_thins_them(fashion_root, tmp_path,
                                                                                 monkeypatch) -> None:
     """GraNet starts at 50% density: on the CPU its layers train masked, then sparse once at most 10% dense,
@@ -167,6 +170,7 @@ def test_divergence_is_a_clear_error_and_leaves_no_metrics(fashion_root, tmp_pat
     assert not (tmp_path / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_mlflow_run_records_config_tags_metrics_and_artifacts(fashion_root, tmp_path, monkeypatch) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -186,13 +190,10 @@ def test_mlflow_run_records_config_tags_metrics_and_artifacts(fashion_root, tmp_
     assert {"metrics.json", "masks.pt"} <= artifacts
 
 
-def test_unreachable_tracking_server_is_a_clear_error(fashion_root, tmp_path, monkeypatch) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+def test_unreachable_tracking_server_is_a_clear_error(fashion_root, tmp_path, monkeypatch, refusing_url) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", refusing_url)
     tracker = Tracker("x", results_dir=tmp_path / "results")
-    with pytest.raises(TrackingError, match="unreachable"):
+    with pytest.raises(TrackingError, match=f"{refusing_url} is unreachable .*refused"):
         train(quick_config(fashion_root, epochs=1, tracking=True), tmp_path / "run", tracker)
     assert not (tmp_path / "run/metrics.json").exists()
 
@@ -225,3 +226,64 @@ def test_an_evaluation_never_directly_follows_a_topology_update(fashion_root, tm
     assert events.count("update") == len(metrics["evolution"]) >= 2
     assert events.count("evaluate") == 3
     assert all(not (first == "update" and second == "evaluate") for first, second in zip(events, events[1:]))
+
+
+def test_a_real_cht_run_percolates_dead_neurons_and_stops_evolving_early(fashion_root, tmp_path, monkeypatch) -> None:
+    """CHT on real data (1% density, CSTI leaves neurons with few links): the first update percolates the links
+    of hidden neurons that removal left without inputs or outputs, and once regrowth re-creates over 90% of
+    the links it removed in every layer, early stop freezes the topology before the schedule's last update."""
+    import cht.dst.engine
+    from cht.sparse import links as L
+
+    percolations = []
+    real_percolate = cht.dst.engine.percolate
+
+    def spy(link_sets, shapes):
+        result = real_percolate(link_sets, shapes)
+        percolations.append(([links.clone() for links in link_sets], [links.clone() for links in result],
+                             [tuple(shape) for shape in shapes]))
+        return result
+
+    monkeypatch.setattr(cht.dst.engine, "percolate", spy)
+    config = quick_config(fashion_root, method="cht", density=0.01, epochs=4)
+    method = cht.train.configured_method(config)
+    assert method.percolation and method.early_stop is not None and method.early_stop.threshold == 0.9
+    metrics = train(config, tmp_path)
+    evolution = metrics["evolution"]
+    assert len(percolations) == len(evolution)
+
+    # Percolation: what it dropped is what the record calls percolated, and every dropped link touched a hidden
+    # neuron left dead (no input links, or no output links) by the removal, checked neuron by neuron.
+    for (before, after, shapes), record in zip(percolations, evolution):
+        assert [len(b) - len(a) for b, a in zip(before, after)] == [c["percolated"] for c in record["layers"]]
+        masks = [L.to_mask(links, shape) for links, shape in zip(after, shapes)]  # (out, in) per layer
+        for index, (links_before, links_after, shape) in enumerate(zip(before, after, shapes)):
+            assert bool(L.contains(links_before, links_after).all())
+            for position in links_before[~L.contains(links_after, links_before)].tolist():
+                out_neuron, in_neuron = divmod(position, shape[1])
+                no_outputs = index + 1 < len(masks) and not bool(masks[index + 1][:, out_neuron].any())
+                no_inputs = index > 0 and not bool(masks[index - 1][in_neuron, :].any())
+                assert no_outputs or no_inputs, (index, out_neuron, in_neuron)
+        for index in range(len(masks) - 1):  # a hidden neuron keeps inputs exactly when it keeps outputs
+            has_inputs, has_outputs = masks[index].any(dim=1), masks[index + 1].any(dim=0)
+            assert torch.equal(has_inputs, has_outputs), index
+    percolated = [sum(change["percolated"] for change in record["layers"]) for record in evolution]
+    assert percolated[0] > 0, "the first update percolated nothing"
+    # Hidden neurons that still had output links before percolation and none after it: percolation silenced them.
+    before, after, shapes = percolations[0]
+    silenced = [int((L.degrees(b, shape)[1] > 0).logical_and(L.degrees(a, shape)[1] == 0).sum())
+                for b, a, shape in zip(before[1:], after[1:], shapes[1:])]
+    assert sum(silenced) > 0, silenced
+
+    # Early stop: every layer's overlap passed 0.9 at the same update, the topology froze there, and the update
+    # the schedule had planned after epoch 3 never came.
+    scheduled = sum(method.schedule.is_update(epoch, config.epochs) for epoch in range(1, config.epochs + 1))
+    frozen = [index for index, record in enumerate(evolution, start=1) if record["frozen"]]
+    assert frozen, f"early stop never fired: overlaps {[[c['overlap'] for c in r['layers']] for r in evolution]}"
+    frozen_at = frozen[0]
+    assert frozen == [len(evolution)] and frozen_at < scheduled == 3
+    assert all(change["overlap"] > 0.9 for change in evolution[-1]["layers"])
+    assert not any(record["frozen"] for record in evolution[:-1])
+    assert metrics["early_stop_update"] == [frozen_at] * 3
+    assert metrics["links_per_layer"] == [change["links"] for change in evolution[-1]["layers"]]
+    assert metrics["active_per_layer"] == evolution[-1]["active_per_layer"]

@@ -3,7 +3,7 @@
 from cht.dst.engine import Evolution, EvolutionRecord, LayerChange
 from cht.dst.methods import METHODS, EarlyStop, Method, available_methods, get_method, register_method
 from cht.dst.percolation import percolate
-from cht.dst.protocols import PROTOCOLS, Protocol, available_protocols, resolve_method
+from cht.dst.protocols import PROTOCOLS, SetupProtocol, available_protocols, resolve_method
 from cht.dst.regrowth import (CHRegrowth, GradientRegrowth, RandomRegrowth, RegrowthContext, RegrowthRule,
                               SoftCHRegrowth)
 from cht.dst.removal import (MagnitudeRemoval, MagnitudeTopKRemoval, MESTRemoval, RankedRemoval,
@@ -29,7 +29,7 @@ __all__ = [
     "MagnitudeRemoval",
     "MagnitudeTopKRemoval",
     "Method",
-    "Protocol",
+    "SetupProtocol",
     "RandomRegrowth",
     "RankedRemoval",
     "RegrowthContext",

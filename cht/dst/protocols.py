@@ -42,7 +42,7 @@ from cht.registry import Registry
 
 
 @dataclass(frozen=True)
-class Protocol:
+class SetupProtocol:
     """Field overrides of :class:`Method`: ``sparse`` for every sparse method, then ``per_method`` by name,
     then ``convolutional`` by name for the sparse heads of convolutional models (whose released commands
     differ from the MLP ones)."""
@@ -75,10 +75,10 @@ class Protocol:
         return replace(method, **changes) if changes else method
 
 
-PROTOCOLS: Registry[Protocol] = Registry("protocol")
+PROTOCOLS: Registry[SetupProtocol] = Registry("protocol")
 
 
-def register_protocol(protocol: Protocol) -> Protocol:
+def register_protocol(protocol: SetupProtocol) -> SetupProtocol:
     PROTOCOLS[protocol.name] = protocol
     return protocol
 
@@ -93,7 +93,7 @@ def resolve_method(method_name: str, protocol: str, convolutional: bool = False)
     return PROTOCOLS.lookup(protocol).apply(get_method(method_name), convolutional)
 
 
-register_protocol(Protocol(
+register_protocol(SetupProtocol(
     "uniform", "every sparse method starts from SWI with zero biases and uses this project's tie and "
                "fallback rules: differences come from the methods alone",
     sparse={"weight_init": "swi", "bias_init": "zero"}))
@@ -116,7 +116,7 @@ RELEASED_CHT = {
 # mask sparse_layer.__init__ draws, with SWI drawn on that mask (no CSTI replaces it), and never percolates.
 RELEASED_CNN_CHT = {"weight_init": "swi_released", "percolation": False}
 
-register_protocol(Protocol(
+register_protocol(SetupProtocol(
     "released", "what the authors' commands run: Kaiming (dense fan-in) for the baselines, the ICLR CSTI path "
                 "for CHT, biases N(0, σ²), CH threshold ties, sticky early stop, the released SET counts",
     convolutional={"cht": RELEASED_CNN_CHT, "cht_iclr": RELEASED_CNN_CHT},
@@ -141,7 +141,7 @@ LATER_INIT = {"weight_init": "kaiming_released", "bias_init": "uniform_fan_in"}
 LATER_BASELINE = {**LATER_INIT, "removal": MagnitudeTopKRemoval()}
 LATER_CH = {"weight_init": "swi_fan_out", "bias_init": "uniform_fan_in"}
 
-register_protocol(Protocol(
+register_protocol(SetupProtocol(
     "neurips2025", "what the later release's MLP commands run (NeurIPS 2025 Table 7): Kaiming (dense fan-in) for the "
                    "baselines, SWI on the fan-out for CH methods, nn.Linear biases, hard magnitude removal, CHT with "
                    "threshold selection, cosine zeta until 75% and sticky early stop",
