@@ -65,11 +65,17 @@ def settings(config: Mapping[str, Any]) -> list[dict[str, str]]:
     return [dict(zip(SETTING_KEY, combination)) for combination in itertools.product(*(values[k] for k in SETTING_KEY))]
 
 
+def dataset_train_settings(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """The ``train`` settings of the runs on ``dataset``: the shared ones, then the dataset's own
+    (``train_per_dataset``)."""
+    return {**config["train"], **config["train_per_dataset"].get(dataset, {})}
+
+
 def train_settings(config: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
-    """The full TrainConfig of one run (its wildcard values given), as a plain dict: the shared ``train``
-    settings, the dataset's own (``train_per_dataset``), the run's key and the run-wide keys."""
-    shared = {**config["train"], **config["train_per_dataset"].get(run["dataset"], {})}
-    return {**shared, **{key: parse_wildcard(key, str(run[key])) for key in RUN_KEY},
+    """The full TrainConfig of one run (its wildcard values given), as a plain dict: its dataset's ``train``
+    settings, the run's key and the run-wide keys."""
+    return {**dataset_train_settings(config, run["dataset"]),
+            **{key: parse_wildcard(key, str(run[key])) for key in RUN_KEY},
             "data_root": config["data_root"], "data_sources": config["data_sources"],
             "experiment": config["experiment"], "tracking": config["tracking"], "progress": False}
 
@@ -131,7 +137,7 @@ def group_parts(config: Mapping[str, Any], cuda_memory: int | None) -> list[list
     size = config["group_size"] or len(members)
     if not config["group_size"] and cuda_memory is not None:
         for setting in settings(config):
-            train = {**config["train"], **config["train_per_dataset"].get(setting["dataset"], {})}
+            train = dataset_train_settings(config, setting["dataset"])
             shapes = model_layer_shapes(setting["model"], setting["dataset"], int(setting["dim"]))
             data = dataset_bytes(setting["dataset"], train.get("max_train_samples"), train.get("max_test_samples"))
             size = min(size, max_group_size(cuda_memory, shapes, train.get("batch_size", 32), data))

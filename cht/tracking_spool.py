@@ -65,7 +65,9 @@ class Spool:
         clients: dict[str, Any] = {}
         for index, entry in enumerate(entries):
             try:
-                send(client or clients.setdefault(entry["uri"], _client(entry["uri"])), entry)
+                if client is None and entry["uri"] not in clients:
+                    clients[entry["uri"]] = _client(entry["uri"])
+                send(client or clients[entry["uri"]], entry)
             except BaseException:
                 self._rewrite(entries[index:])
                 raise

@@ -4,7 +4,6 @@ layer views follow torch.optim.SGD and SparseLinear; a killed group resumes; mem
 from __future__ import annotations
 
 import json
-import signal
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from cht.grouped import (GroupedLinear, GroupedSGD, check_group, group_memory_by
 from cht.sparse import SparseLinear
 from cht.sparse import links as L
 from cht.train import train
+from test_preemption import sigterm_after_call
 
 METHODS = ("set", "rigl", "cht", "fc")
 
@@ -122,17 +122,9 @@ def test_group_stopped_by_sigterm_mid_epoch_resumes_to_the_uninterrupted_result(
                             update_unit="step", update_interval=7) for method in ("set", "static")]
     uninterrupted = train_group(configs, [tmp_path / "full" / c.method for c in configs], tmp_path / "full.pt")
 
-    real_after_step, calls = cht.grouped.GroupedMLP.after_step, []
-
-    def step_then_sigterm(self):
-        real_after_step(self)
-        calls.append(1)
-        if len(calls) == 19 + 6:  # the 6th of 19 steps of epoch 2
-            signal.raise_signal(signal.SIGTERM)
-
     folders = [tmp_path / "stopped" / c.method for c in configs]
     with monkeypatch.context() as patch:
-        patch.setattr(cht.grouped.GroupedMLP, "after_step", step_then_sigterm)
+        sigterm_after_call(patch, cht.grouped.GroupedMLP, "after_step", 19 + 6)  # the 6th of 19 steps of epoch 2
         with pytest.raises(TrainingStopped, match="after step 6 of 19 in epoch 2"):
             train_group(configs, folders, tmp_path / "stopped.pt")
     assert torch.load(tmp_path / "stopped.pt", weights_only=False)["partial_epoch"]["batches"] == 6

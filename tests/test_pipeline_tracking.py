@@ -434,9 +434,14 @@ def pausing_environment(environment: dict[str, str], point: str, folder: Path) -
     return {**environment, "PYTHONPATH": python_path, "CHT_TEST_PAUSE": point, "CHT_TEST_PAUSE_DIR": str(folder)}
 
 
-def paused(folder: Path, point: str) -> list[Path]:
-    """The processes paused at ``point`` so far (one file each, named after its pid)."""
-    return sorted(folder.glob(f"{point}-*"))
+def wait_until_paused(process: subprocess.Popen, folder: Path, point: str, what: str) -> None:
+    """Wait until ``process`` (or one of its children) pauses at ``point`` (a paused process writes a file
+    ``<point>-<pid>`` into ``folder``); fail at once if it ends first."""
+    def paused_yet() -> bool:
+        assert process.poll() is None, f"{what} ended (exit code {process.returncode}) before the kill"
+        return any(folder.glob(f"{point}-*"))
+
+    wait_for(paused_yet, f"{what} to pause at {point}")
 
 
 @pytest.mark.slow
@@ -454,11 +459,7 @@ def test_rerun_after_a_hard_kill_closes_the_dead_runs_and_moves_the_resumed_one(
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                                env=pausing_environment(dict(os.environ), "first_checkpoint", pauses))
     try:
-        def a_job_paused() -> bool:
-            assert process.poll() is None, f"the pipeline ended (exit code {process.returncode}) before the kill"
-            return bool(paused(pauses, "first_checkpoint"))
-
-        wait_for(a_job_paused, "a training job to save its first epoch's checkpoint")
+        wait_until_paused(process, pauses, "first_checkpoint", "the pipeline")
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the pipeline and its jobs, as a node failure would
         process.wait()
@@ -539,11 +540,7 @@ def test_a_cli_run_killed_in_its_first_epoch_is_closed_by_the_next_run(tmp_path,
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=pausing_environment(environment, "first_step", pauses))
     try:
-        def run_paused() -> bool:
-            assert process.poll() is None, f"the run ended (exit code {process.returncode}) before it could be killed"
-            return bool(paused(pauses, "first_step"))
-
-        wait_for(run_paused, "the CLI run to start its first epoch")
+        wait_until_paused(process, pauses, "first_step", "the CLI run")
     finally:
         process.kill()
         process.wait()

@@ -24,17 +24,23 @@ from test_train import comparable, quick_config, same_final_weights
 STEPS_PER_EPOCH = 19  # 600 samples in batches of 32
 
 
+def sigterm_after_call(monkeypatch, owner: object, name: str, call: int) -> None:
+    """Deliver SIGTERM to this process right after the ``call``-th call (1-based) of ``owner.name``."""
+    real, calls = getattr(owner, name), []
+
+    def call_then_signal(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == call:
+            signal.raise_signal(signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(owner, name, call_then_signal)
+
+
 def sigterm_after_step(monkeypatch, step: int) -> None:
     """Deliver SIGTERM to this process right after optimiser step ``step`` (1-based, over the whole run)."""
-    real_step, calls = cht.train.after_optimizer_step, []
-
-    def step_then_signal(*args, **kwargs):
-        real_step(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == step:
-            signal.raise_signal(signal.SIGTERM)
-
-    monkeypatch.setattr(cht.train, "after_optimizer_step", step_then_signal)
+    sigterm_after_call(monkeypatch, cht.train, "after_optimizer_step", step)
 
 
 @pytest.mark.slow

@@ -115,13 +115,13 @@ def test_a_line_cut_off_by_a_kill_is_dropped(tmp_path) -> None:
     assert [entry["op"] for entry in spool.entries()] == ["terminate"]
 
 
-def test_sync_reports_each_spool_and_exits_1_while_one_waits(tmp_path, capsys) -> None:
+def test_sync_reports_each_spool_and_exits_1_while_one_waits(tmp_path, capsys, refusing_url) -> None:
     results = tmp_path / "results"
     client, run_id = embedded_run(results)
     Spool(results / "runs" / "a" / RUN_SPOOL).append(
         {"uri": default_tracking_uri(results), "run_id": run_id, "op": "batch", "metrics": [["x", 1.0, 1, 0]]})
     Spool(results / "mlflow-spool" / f"b{RUN_SPOOL}").append(
-        {"uri": f"http://127.0.0.1:{free_port()}", "run_id": run_id, "op": "batch", "metrics": [["y", 1.0, 1, 0]]})
+        {"uri": refusing_url, "run_id": run_id, "op": "batch", "metrics": [["y", 1.0, 1, 0]]})
     assert len(find_spools(results)) == 2
 
     assert main(["sync", str(results)]) == 1

@@ -64,7 +64,7 @@ def logged(snakemake: Any) -> Iterator[None]:
 
     previous_handler = signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     root = logging.getLogger()
-    previous_logging = root.handlers[:], root.level
+    previous_handlers, previous_level = root.handlers[:], root.level
     with open(snakemake.log[0], "w") as log:
         try:
             with redirect_stdout(log), redirect_stderr(log):
@@ -83,8 +83,8 @@ def logged(snakemake: Any) -> Iterator[None]:
             raise SystemExit(message) from None
         finally:  # whatever called this (a test, a notebook) gets its signal handler and logging back
             signal.signal(signal.SIGTERM, previous_handler)
-            root.handlers[:], _ = previous_logging
-            root.setLevel(previous_logging[1])
+            root.handlers[:] = previous_handlers
+            root.setLevel(previous_level)
 
 
 def log_outputs(tracker: Tracker, snakemake: Any) -> None:
