@@ -23,7 +23,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from cht.io import CheckpointError, OutputError
     from cht.memory import MemoryRequirementError
     from cht.tracking import TrackingError
-    from cht.train import TrainingDiverged
+    from cht.run.lifecycle import TrainingDiverged
 
     return (ConfigError, DatasetError, TrackingError, CheckpointError, OutputError, TrainingDiverged,
             MemoryRequirementError, OSError)

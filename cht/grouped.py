@@ -28,34 +28,26 @@ when SIGTERM asks it to stop, see :mod:`cht.processes`), that resumes all member
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from cht.config import TrainConfig
 from cht.data import DATASETS
-from cht.dst import Evolution
 from cht.models import build_model
 from cht.sparse import links as L
 from cht.sparse.layer import LinkGeometry, SparseLinear
-from cht.processes import StopSignal
 from cht.tracking import Tracker
 from cht.tracking_spool import RUN_SPOOL
 from cht.data.batches import TensorBatches
-from cht.io import load_tensors, save_tensors_atomic
-from cht.train import (INITIAL_MASKS, History, build_run, check_finite, configured_method, evaluate, finish_run,
-                       load_run_data, log_epoch, lr_factor, open_run, record_update, resolve_device, run_params,
-                       deterministic_kernels, seed_everything, stopped)
+from cht.run.lifecycle import Run, epoch_lr, read_checkpoint, train_runs
+from cht.train import (BuiltRun, RunData, build_run, configured_method, deterministic_kernels, evaluate,
+                       load_run_data, resolve_device, run_params, seed_everything)
 
-GROUP_CHECKPOINT = "group_checkpoint.pt"
 # Fields every member of a group must share: they fix the data, the shapes and the step count.
 SHARED_FIELDS = ("dataset", "model", "dim", "batch_size", "epochs", "max_train_samples", "max_test_samples",
                  "data_root", "device")
@@ -310,21 +302,6 @@ def check_group_fits(configs: Sequence[TrainConfig], device: torch.device) -> No
                            f"needs more than the {total / 2**30:.0f} GiB of {device}; set group_size: {fit} or less")
 
 
-@dataclass
-class Member:
-    """One run of a group: its configuration, where it writes, and its own training state."""
-
-    config: TrainConfig
-    out_dir: Path
-    tracker: Tracker
-    evolution: Evolution
-    shuffle: torch.Generator
-    history: History
-    initial_links: list[int]
-    initial_masks: list[torch.Tensor]
-    params: dict[str, Any]
-
-
 def group_losses(model: GroupedMLP, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Each member's mean cross-entropy on its batch ``index[k]`` (a ``(K, B)`` tensor of sample indices)."""
     logits = model(x[index])
@@ -355,132 +332,115 @@ def train_group(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], 
 
 def _train_group(configs: list[TrainConfig], out_dirs: list[Path], checkpoint: Path, trackers: list[Tracker],
                  compile_mode: str, device: torch.device) -> list[dict[str, Any]]:
-    shared = configs[0]
     check_group_fits(configs, device)
-    data = load_run_data(shared)
-
-    built, members = [], []
+    data = load_run_data(configs[0])
+    methods, built = [], []
     for config, out_dir, tracker in zip(configs, out_dirs, trackers):
         out_dir.mkdir(parents=True, exist_ok=True)
         tracker.spool_path = tracker.spool_path or out_dir / RUN_SPOOL
         seed_everything(config.seed)
-        method = configured_method(config)
-        built.append((method, build_run(config, method, data.train_inputs)))
-    model = GroupedMLP([run.model for _, run in built]).to(device)
-    optimizer = GroupedSGD(list(model.parameters()), lr=[c.lr * lr_factor(0, c) for c in configs],
-                           momentum=[c.momentum for c in configs], weight_decay=[c.weight_decay for c in configs])
-    for index, ((method, run), config, out_dir, tracker) in enumerate(zip(built, configs, out_dirs, trackers)):
-        views = [layer.member(index, sparse.links) for layer, sparse in zip(model.hidden, run.layers)]
-        evolution = Evolution(method, views, optimizer, torch.Generator(device=device).manual_seed(config.seed + 1),
-                              final_links=run.final_links)
-        members.append(Member(config, out_dir, tracker, evolution, torch.Generator().manual_seed(config.seed + 2),
-                              History(anp=[evolution.activity().anp] if views else []), run.initial_links,
-                              run.initial_masks,
-                              run_params(config, method, device, "masked" if method.sparse else "dense")))
-    del built
-
-    start_epoch = 0
-    partial = None
-    if checkpoint.exists():
-        start_epoch, partial = _resume(checkpoint, configs, model, optimizer, members, device)
-
-    x_train, y_train = data.train.inputs.flatten(1).to(device), data.train.targets.to(device)
-    test = TensorBatches(data.test.inputs.flatten(1).to(device), data.test.targets.to(device), shared.batch_size,
-                         eval_batch_size=EVALUATION_BATCH)
-    n_train = len(x_train)
-    steps_per_epoch = math.ceil(n_train / shared.batch_size)
-    total_steps = steps_per_epoch * shared.epochs
-    losses_of: Callable = group_losses if compile_mode == "off" else torch.compile(group_losses, mode=compile_mode)
+        methods.append(configured_method(config))
+        built.append(build_run(config, methods[-1], data.train_inputs))
+    state = read_checkpoint(checkpoint, configs)
+    stepper = GroupStepper(configs, built, data, device, compile_mode, state and state["stepper"])
+    runs = [Run.start(config, method, views, stepper.optimizer, out_dir, tracker, run.initial_masks, run.final_links,
+                      run_params(config, method, device, "masked" if method.sparse else "dense"), device)
+            for config, method, views, out_dir, tracker, run
+            in zip(configs, methods, stepper.views, out_dirs, trackers, built)]
+    del built  # the members' single models: the group holds copies
+    members = ",".join(f"{c.method}/seed{c.seed}" for c in configs)
     # A member's epoch_seconds are the group's: the wall time of an epoch of all members together.
-    group_record = {"size": len(members), "members": [f"{c.method}/seed{c.seed}" for c in configs],
-                    "compile": compile_mode}
-    group_tags = {"cht.group_size": len(members),
-                  "cht.group": ",".join(f"{c.method}/seed{c.seed}" for c in configs)}
-
-    with ExitStack() as runs:
-        for member in members:
-            runs.enter_context(member.tracker.run())
-        stop = runs.enter_context(StopSignal())
-        if start_epoch == 0 and partial is None:
-            for member in members:
-                open_run(member.tracker, member.config, member.out_dir, member.params, device, data.checksum,
-                         member.initial_masks)
-                member.tracker.set_tags(group_tags)
-        for member in members:  # a workflow manager removes a killed job's outputs
-            if not (member.out_dir / INITIAL_MASKS).exists():
-                save_tensors_atomic(member.out_dir / INITIAL_MASKS, member.initial_masks)
-        for epoch in range(start_epoch, shared.epochs):
-            skip, done_losses, done_seconds = ((partial["batches"], partial["loss"], partial["seconds"])
-                                               if partial else (0, [0.0] * len(members), 0.0))
-            partial = None
-            started = time.perf_counter() - done_seconds
-            optimizer.set_lr([c.lr * lr_factor(epoch, c) for c in configs])
-            model.train()
-            epoch_start = [m.shuffle.get_state() for m in members]
-            orders = torch.stack([torch.randperm(n_train, generator=m.shuffle) for m in members]).to(device)
-            total_loss = torch.tensor(done_losses, device=device)
-            pending = [0] * len(members)
-            batches = tqdm(range(skip, steps_per_epoch), initial=skip, total=steps_per_epoch,
-                           desc=f"group of {len(members)} epoch {epoch + 1}/{shared.epochs}",
-                           leave=False, disable=not shared.progress)
-            for batch in batches:
-                index = orders[:, batch * shared.batch_size:(batch + 1) * shared.batch_size]
-                steps_done = epoch * steps_per_epoch + batch + 1
-                epoch_end = batch == steps_per_epoch - 1
-                due = [m.evolution.due(epoch + 1, shared.epochs, steps_done, total_steps, epoch_end) for m in members]
-                for member, update_due in zip(members, due):
-                    member.evolution.capture_gradients(update_due)
-                optimizer.zero_grad()
-                losses = losses_of(model, x_train, y_train, index)
-                losses.sum().backward()
-                for layer in model.hidden:
-                    layer.mask_gradient()
-                optimizer.step()
-                model.after_step()
-                total_loss += losses.detach() * index.shape[1]
-                for k, member in enumerate(members):
-                    if due[k] and not epoch_end:
-                        record_update(member.evolution, member.history, member.tracker, steps_done, total_steps,
-                                      epoch + 1)
-                    elif due[k]:
-                        pending[k] = steps_done
-                if stop.received and not epoch_end:
-                    _save(checkpoint, epoch - 1, configs, model, optimizer, members, epoch_start,
-                          {"batches": batch + 1, "loss": total_loss.tolist(), "seconds": time.perf_counter() - started})
-                    stopped([m.tracker for m in members], stop, checkpoint, epoch, batch + 1, steps_per_epoch,
-                            steps_done)
-            train_losses = [value / n_train for value in total_loss.tolist()]
-            for member, train_loss in zip(members, train_losses):
-                check_finite(train_loss, epoch, member.config)
-            accuracies = evaluate(model, test)
-            for k, member in enumerate(members):
-                member.history.test_accuracy.append(accuracies[k])
-                member.history.train_loss.append(train_losses[k])
-                if pending[k]:
-                    record_update(member.evolution, member.history, member.tracker, pending[k], total_steps,
-                                  epoch + 1)
-            seconds = time.perf_counter() - started
-            for member in members:  # the lr logged is the next epoch's, as after a single run's scheduler step
-                member.history.epoch_seconds.append(seconds)
-                log_epoch(member.tracker, member.config, member.history, epoch,
-                          member.config.lr * lr_factor(epoch + 1, member.config))
-            _save(checkpoint, epoch, configs, model, optimizer, members, [m.shuffle.get_state() for m in members])
-            if stop.received and epoch < shared.epochs - 1:
-                stopped([m.tracker for m in members], stop, checkpoint, epoch + 1, 0, steps_per_epoch,
-                        (epoch + 1) * steps_per_epoch)
-
-        results = []
-        for member in members:
-            metrics = finish_run(member.config, member.out_dir, member.tracker, member.history, member.evolution,
-                                 member.initial_links, device, data.checksum, member.params, {"group": group_record})
-            results.append(metrics)
-    return results
+    return train_runs(stepper, runs, checkpoint, state, data.checksum,
+                      tags={"cht.group_size": len(configs), "cht.group": members},
+                      extra={"group": {"size": len(configs), "members": members.split(","), "compile": compile_mode}})
 
 
-def _parameter_masks(model: GroupedMLP, optimizer: GroupedSGD) -> list[torch.Tensor | None]:
-    """Per optimiser parameter, the mask off which it and its momentum are zero (``None``: dense)."""
-    masks = {id(layer.weight): layer.mask for layer in model.hidden}
-    return [masks.get(id(p)) for p in optimizer.params]
+class GroupStepper:
+    """``K`` runs stacked in a :class:`GroupedMLP`, stepped by one :class:`GroupedSGD`; member ``k`` draws its
+    batches from its own shuffle generator (seeded as a single run's batch source, seed + 2)."""
+
+    def __init__(self, configs: Sequence[TrainConfig], built: Sequence[BuiltRun], data: RunData,
+                 device: torch.device, compile_mode: str, state: dict[str, Any] | None = None) -> None:
+        """Stack the freshly built runs on ``device``; with ``state`` (a checkpoint's ``stepper`` entry), continue
+        from it (links first: they give the masks, which place the saved weights and momentum; dense members
+        keep their all-ones masks)."""
+        self.configs, self.device, self.name = list(configs), device, f"group of {len(configs)}"
+        self.model = GroupedMLP([run.model for run in built]).to(device)
+        self.optimizer = GroupedSGD(list(self.model.parameters()), lr=[epoch_lr(0, c) for c in configs],
+                                    momentum=[c.momentum for c in configs],
+                                    weight_decay=[c.weight_decay for c in configs])
+        links = state["links"] if state is not None else [[layer.links for layer in run.layers] for run in built]
+        #: each member's link interfaces, one per hidden layer it keeps sparse (none for a dense member)
+        self.views = [[grouped.member(index, layer_links) for grouped, layer_links in zip(self.model.hidden, member)]
+                      for index, member in enumerate(links)]
+        if state is not None:
+            self._load(state)
+        self.shuffles = [torch.Generator().manual_seed(config.seed + 2) for config in configs]
+        batch_size = configs[0].batch_size
+        self.x_train, self.y_train = data.train.inputs.flatten(1).to(device), data.train.targets.to(device)
+        self.test = TensorBatches(data.test.inputs.flatten(1).to(device), data.test.targets.to(device), batch_size,
+                                  eval_batch_size=EVALUATION_BATCH)
+        self.n_train = len(self.x_train)
+        self.steps_per_epoch = math.ceil(self.n_train / batch_size)
+        self.losses_of: Callable = (group_losses if compile_mode == "off"
+                                    else torch.compile(group_losses, mode=compile_mode))
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.optimizer.set_lr([epoch_lr(epoch, config) for config in self.configs])
+        self.model.train()
+
+    def data_positions(self) -> list[Any]:
+        return [shuffle.get_state() for shuffle in self.shuffles]
+
+    def set_data_positions(self, positions: Sequence[Any]) -> None:
+        for shuffle, position in zip(self.shuffles, positions):
+            shuffle.set_state(position)
+
+    def batches(self, epoch: int, skip: int) -> Iterator[torch.Tensor]:
+        """Per batch, the ``(K, B)`` sample indices of every member."""
+        batch_size = self.configs[0].batch_size
+        orders = torch.stack([torch.randperm(self.n_train, generator=shuffle) for shuffle in self.shuffles])
+        orders = orders.to(self.device)
+        for batch in range(skip, self.steps_per_epoch):
+            yield orders[:, batch * batch_size:(batch + 1) * batch_size]
+
+    def step(self, index: torch.Tensor) -> torch.Tensor:
+        self.optimizer.zero_grad()
+        losses = self.losses_of(self.model, self.x_train, self.y_train, index)
+        losses.sum().backward()
+        for layer in self.model.hidden:
+            layer.mask_gradient()
+        self.optimizer.step()
+        self.model.after_step()
+        return losses.detach() * index.shape[1]
+
+    def evaluate(self) -> list[float]:
+        return evaluate(self.model, self.test)
+
+    def after_update(self, index: int) -> None:
+        """Nothing to restore: a member's links are its slice of the stacked mask."""
+
+    def _masks(self) -> list[torch.Tensor | None]:
+        """Per optimiser parameter, the mask off which it and its momentum are zero (``None``: dense)."""
+        masks = {id(layer.weight): layer.mask for layer in self.model.hidden}
+        return [masks.get(id(p)) for p in self.optimizer.params]
+
+    def state_dict(self) -> dict[str, Any]:
+        masks = self._masks()
+        return {"links": [[view.links.cpu() for view in views] for views in self.views],
+                "parameters": [_pack(p, mask) for p, mask in zip(self.optimizer.params, masks)],
+                "momentum": [None if b is None else _pack(b, mask) for b, mask in zip(self.optimizer.buffers, masks)]}
+
+    @torch.no_grad()
+    def _load(self, state: dict[str, Any]) -> None:
+        for index, views in enumerate(self.views):
+            for grouped, view in zip(self.model.hidden, views):
+                grouped.mask[index] = L.to_mask(view.links, view.shape)
+        masks = self._masks()
+        for p, mask, values in zip(self.optimizer.params, masks, state["parameters"]):
+            p.copy_(_unpack(values, mask, p))
+        self.optimizer.buffers = [None if values is None else _unpack(values, mask, p)
+                                  for p, mask, values in zip(self.optimizer.params, masks, state["momentum"])]
 
 
 def _pack(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -494,54 +454,3 @@ def _unpack(values: torch.Tensor, mask: torch.Tensor | None, like: torch.Tensor)
     full = torch.zeros_like(like)
     full[mask] = values.to(like.device)
     return full
-
-
-def _save(path: Path, epoch: int, configs: Sequence[TrainConfig], model: GroupedMLP, optimizer: GroupedSGD,
-          members: Sequence[Member], shuffle_states: Sequence[torch.Tensor],
-          partial_epoch: dict[str, Any] | None = None) -> None:
-    """Save the group after ``epoch`` (0-based; -1: none yet) and, when stopped mid-epoch, the part done of
-    the next one (``shuffle_states`` are then the members' shuffle states it started from)."""
-    masks = _parameter_masks(model, optimizer)
-    state = {
-        "identities": [config.identity() for config in configs], "epoch": epoch,
-        "parameters": [_pack(p, mask) for p, mask in zip(optimizer.params, masks)],
-        "momentum": [None if b is None else _pack(b, mask) for b, mask in zip(optimizer.buffers, masks)],
-        "torch_rng": torch.get_rng_state(), "partial_epoch": partial_epoch,
-        "members": [{
-            "links": [layer.links.cpu() for layer in member.evolution.layers],
-            "evolution": member.evolution.state_dict(), "shuffle_generator": shuffle,
-            "history": member.history.__dict__, "mlflow_run_id": member.tracker.run_id,
-            "initial_links": member.initial_links, "initial_masks": member.initial_masks,
-        } for member, shuffle in zip(members, shuffle_states)],
-    }
-    save_tensors_atomic(path, state)
-
-
-@torch.no_grad()
-def _resume(path: Path, configs: Sequence[TrainConfig], model: GroupedMLP, optimizer: GroupedSGD,
-            members: Sequence[Member], device: torch.device) -> tuple[int, dict[str, Any] | None]:
-    """Load the group checkpoint into the freshly built group; the epoch to continue from and the part of it
-    done before a stop (``None``: none).
-
-    Links first: they give the masks, which place the saved weights and momentum (dense members keep
-    their all-ones masks)."""
-    state = load_tensors(path, map_location="cpu")
-    if state["identities"] != [config.identity() for config in configs]:
-        raise RuntimeError(f"{path} was written by a different group of runs; delete it or choose another "
-                           f"checkpoint path")
-    for index, (member, saved) in enumerate(zip(members, state["members"])):
-        for grouped, layer, links in zip(model.hidden, member.evolution.layers, saved["links"]):
-            layer.links = links.to(device)
-            grouped.mask[index] = L.to_mask(layer.links, layer.shape)
-        member.evolution.load_state_dict(saved["evolution"])
-        member.shuffle.set_state(saved["shuffle_generator"])
-        member.history = History(**saved["history"])
-        member.initial_links, member.initial_masks = saved["initial_links"], saved["initial_masks"]
-        member.tracker.resume_run_id = saved["mlflow_run_id"]
-    masks = _parameter_masks(model, optimizer)
-    for p, mask, values in zip(optimizer.params, masks, state["parameters"]):
-        p.copy_(_unpack(values, mask, p))
-    optimizer.buffers = [None if values is None else _unpack(values, mask, p)
-                         for p, mask, values in zip(optimizer.params, masks, state["momentum"])]
-    torch.set_rng_state(state["torch_rng"])
-    return state["epoch"] + 1, state.get("partial_epoch")

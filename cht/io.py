@@ -181,15 +181,16 @@ def check_safe(value: Any, where: str) -> None:
 # --- checkpoints -----------------------------------------------------------------------------------------------
 
 def save_checkpoint(path: PathLike, state: Mapping[str, Any]) -> None:
-    """Atomically write a training checkpoint; ``state`` must carry an ``identity`` (the config's hash)."""
-    if "identity" not in state:
-        raise ValueError("a checkpoint's state needs the 'identity' of the configuration that wrote it")
+    """Atomically write a training checkpoint; ``state`` must carry the ``identities`` (the configurations'
+    hashes) of the runs it holds."""
+    if not isinstance(state.get("identities"), list):
+        raise ValueError("a checkpoint's state needs the 'identities' of the configurations that wrote it")
     save_tensors_atomic(path, dict(state))
 
 
-def load_checkpoint(path: PathLike, expected_identity: str,
+def load_checkpoint(path: PathLike, expected_identities: list[str],
                     map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` for the configuration ``expected_identity``.
+    """Read a checkpoint written by :func:`save_checkpoint` for the runs of ``expected_identities``.
 
     Tensors load on the CPU by default: generator states must stay there, and ``load_state_dict`` of
     models and optimisers copies the rest onto their own device.
@@ -199,13 +200,13 @@ def load_checkpoint(path: PathLike, expected_identity: str,
     """
     path = Path(path)
     state = load_tensors(path, map_location)
-    if not isinstance(state, dict) or not isinstance(state.get("identity"), str):
+    if not isinstance(state, dict) or not isinstance(state.get("identities"), list):
         raise CheckpointError(f"{path} is not a cht training checkpoint; delete it or choose another output "
                               f"folder")
-    if state.get("identity") != expected_identity:
-        raise CheckpointError(f"{path} was written by a different configuration (identity "
-                              f"{state.get('identity')}, this run {expected_identity}); delete it to start "
-                              f"afresh, or choose another output folder")
+    if state["identities"] != list(expected_identities):
+        raise CheckpointError(f"{path} was written by a different configuration or group of runs (identities "
+                              f"{state['identities']}, these runs {list(expected_identities)}); delete it to "
+                              f"start afresh, or choose another output folder")
     return state
 
 

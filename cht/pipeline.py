@@ -110,35 +110,25 @@ def topology_evolves(config: Mapping[str, Any], run: Mapping[str, Any]) -> bool:
     return schedule.is_update(schedule.interval, total)
 
 
-def grouping_enabled(config: Mapping[str, Any], cuda_available: bool) -> bool:
-    """Whether runs train in groups: ``group_runs`` true, or ``auto`` and training MLPs on CUDA (grouped
-    training stacks MLPs only)."""
+def grouping_enabled(config: Mapping[str, Any]) -> bool:
+    """Whether runs train in groups: ``group_runs`` true, or ``auto`` and the config trains MLPs on CUDA
+    (``device: cuda`` in ``train`` or a dataset's settings; grouped training stacks MLPs only).
+
+    Decided from the config alone, never from the hardware where the workflow is read: a cluster's login
+    node sees no GPU although its jobs run on one."""
     only_mlps = set(config["models"]) == {"mlp"}
     if config["group_runs"] is True and not only_mlps:
         raise ConfigError(f"group_runs: grouped training stacks MLPs only, but models lists {config['models']}; "
                           "set group_runs to auto or false", "group_runs")
     if config["group_runs"] != "auto":
         return config["group_runs"]
-    if not only_mlps:
-        return False
     devices = {settings.get("device", "auto") for settings in [config["train"], *config["train_per_dataset"].values()]}
-    return any(device.startswith("cuda") for device in devices) or ("auto" in devices and cuda_available)
+    return only_mlps and any(device.startswith("cuda") for device in devices)
 
 
-def group_parts(config: Mapping[str, Any], cuda_memory: int | None) -> list[list[tuple[str, int]]]:
-    """The (method, seed) members of each part of a setting's group, at most ``group_size`` per part.
-
-    Without ``group_size``, one part holds every method × seed, unless a GPU of ``cuda_memory`` bytes cannot
-    hold that many runs of the largest setting (:func:`cht.grouped.group_memory_bytes`).
-    """
-    from cht.grouped import dataset_bytes, max_group_size, model_layer_shapes
-
+def group_parts(config: Mapping[str, Any]) -> list[list[tuple[str, int]]]:
+    """The (method, seed) members of each part of a setting's group, at most ``group_size`` per part (one part
+    without it; a group job whose GPU cannot hold its part stops before training, naming the size that fits)."""
     members = [(method, seed) for method in config["methods"] for seed in config["seeds"]]
     size = config["group_size"] or len(members)
-    if not config["group_size"] and cuda_memory is not None:
-        for setting in settings(config):
-            train = dataset_train_settings(config, setting["dataset"])
-            shapes = model_layer_shapes(setting["model"], setting["dataset"], int(setting["dim"]))
-            data = dataset_bytes(setting["dataset"], train.get("max_train_samples"), train.get("max_test_samples"))
-            size = min(size, max_group_size(cuda_memory, shapes, train.get("batch_size", 32), data))
     return [members[start:start + size] for start in range(0, len(members), size)]

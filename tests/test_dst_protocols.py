@@ -240,7 +240,8 @@ def test_released_cht_starts_with_most_csti_weights_at_zero_and_normal_biases(fa
 
 
 def test_run_records_its_protocol_and_initial_masks(fashion_root, tmp_path) -> None:
-    from cht.train import INITIAL_MASKS, train
+    from cht.run.lifecycle import INITIAL_MASKS
+    from cht.train import train
 
     config = TrainConfig(method="set", protocol="released", dataset="fashion_mnist", data_root=str(fashion_root),
                          epochs=2, max_train_samples=256, max_test_samples=128, tracking=False, progress=False,

@@ -109,9 +109,9 @@ def test_killed_group_resumes_to_the_uninterrupted_result(fashion_root, tmp_path
         assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
     full, again = torch.load(tmp_path / "full.pt", weights_only=False), torch.load(tmp_path / "resumed.pt",
                                                                                   weights_only=False)
-    assert all(torch.equal(a, b) for a, b in zip(full["parameters"] + full["momentum"],
-                                                 again["parameters"] + again["momentum"]))
-    with pytest.raises(RuntimeError, match="different group"):
+    assert all(torch.equal(a, b) for a, b in zip(full["stepper"]["parameters"] + full["stepper"]["momentum"],
+                                                 again["stepper"]["parameters"] + again["stepper"]["momentum"]))
+    with pytest.raises(RuntimeError, match="different configuration or group"):
         train_group(configs[:1], folders[:1], tmp_path / "resumed.pt")
 
 
@@ -136,8 +136,8 @@ def test_group_stopped_by_sigterm_mid_epoch_resumes_to_the_uninterrupted_result(
         assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
     full, again = torch.load(tmp_path / "full.pt", weights_only=False), torch.load(tmp_path / "stopped.pt",
                                                                                   weights_only=False)
-    assert all(torch.equal(a, b) for a, b in zip(full["parameters"] + full["momentum"],
-                                                 again["parameters"] + again["momentum"]))
+    assert all(torch.equal(a, b) for a, b in zip(full["stepper"]["parameters"] + full["stepper"]["momentum"],
+                                                 again["stepper"]["parameters"] + again["stepper"]["momentum"]))
 
 
 def test_grouped_sgd_matches_torch_sgd_per_member() -> None:
@@ -213,3 +213,18 @@ def test_memory_estimate_grows_with_the_group_and_bounds_its_size() -> None:
     assert thirty > 29 * one > 0
     assert max_group_size(thirty, shapes, 32) == 30
     assert max_group_size(one // 2, shapes, 32) == 1
+
+
+def test_a_group_too_large_for_its_gpu_stops_naming_the_size_that_fits(fashion_root, monkeypatch) -> None:
+    """The CUDA branch of the check needs only a device and its memory: a 2 GiB GPU holds a handful of runs."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=2**31))
+    configs = [group_config(fashion_root, "set", seed, max_train_samples=None) for seed in range(40)]
+    shapes = cht.grouped.model_layer_shapes("mlp", "fashion_mnist", 1)
+    fits = max_group_size(2**31, shapes, 32, cht.grouped.dataset_bytes("fashion_mnist"))
+    assert 1 < fits < 40
+    with pytest.raises(RuntimeError, match=f"a group of 40 runs .* set group_size: {fits} or less"):
+        cht.grouped.check_group_fits(configs, torch.device("cuda"))
+    cht.grouped.check_group_fits(configs[:fits], torch.device("cuda"))
+    cht.grouped.check_group_fits(configs, torch.device("cpu"))  # GPU memory only

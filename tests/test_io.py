@@ -79,7 +79,7 @@ def test_injected_full_disk_is_named_and_cleaned_up(tmp_path) -> None:
 def test_real_full_disk_gives_a_message_not_a_torch_traceback(tiny_disk) -> None:
     target = tiny_disk / "checkpoint.pt"
     with pytest.raises(OutputError, match="no space left on device"):
-        save_checkpoint(target, {"identity": "abc", "model": {"weight": torch.zeros(100_000)}})
+        save_checkpoint(target, {"identities": ["abc"], "model": {"weight": torch.zeros(100_000)}})
     assert list(tiny_disk.iterdir()) == []
 
 
@@ -93,23 +93,23 @@ def test_unwritable_target_names_the_file(tmp_path) -> None:
 def test_checkpoint_round_trip_and_refusals(tmp_path) -> None:
     path = tmp_path / "checkpoint.pt"
     generator = torch.Generator().manual_seed(3)
-    state = {"identity": "abc", "epoch": 2, "model": {"w": torch.arange(4.0)}, "rng": generator.get_state(),
+    state = {"identities": ["abc"], "epoch": 2, "model": {"w": torch.arange(4.0)}, "rng": generator.get_state(),
              "history": {"test_accuracy": [0.5, 0.6], "evolution": [{"anp": 1.0, "layers": [{"pruned": 3}]}]},
              "mlflow_run_id": None}
     save_checkpoint(path, state)
-    loaded = load_checkpoint(path, "abc")
+    loaded = load_checkpoint(path, ["abc"])
     assert loaded["history"] == state["history"] and torch.equal(loaded["model"]["w"], state["model"]["w"])
     with pytest.raises(CheckpointError, match=f"{path} was written by a different configuration"):
-        load_checkpoint(path, "other")
+        load_checkpoint(path, ["other"])
     torch.save([torch.ones(2)], path)
     with pytest.raises(CheckpointError, match=f"{path} is not a cht training checkpoint"):
-        load_checkpoint(path, "abc")
+        load_checkpoint(path, ["abc"])
     path.write_bytes(b"not a torch file at all")
     with pytest.raises(CheckpointError, match=f"{path} is not a torch file"):
-        load_checkpoint(path, "abc")
+        load_checkpoint(path, ["abc"])
     path.write_bytes(b"")
     with pytest.raises(CheckpointError, match=str(path)):
-        load_checkpoint(path, "abc")
+        load_checkpoint(path, ["abc"])
 
 
 def test_state_that_would_not_load_safely_is_refused_before_writing(tmp_path) -> None:
@@ -117,7 +117,7 @@ def test_state_that_would_not_load_safely_is_refused_before_writing(tmp_path) ->
 
     path = tmp_path / "checkpoint.pt"
     with pytest.raises(TypeError, match=r"\['history'\]\['loss'\]: float64"):
-        save_checkpoint(path, {"identity": "abc", "history": {"loss": np.float64(1.0)}})
+        save_checkpoint(path, {"identities": ["abc"], "history": {"loss": np.float64(1.0)}})
     with pytest.raises(TypeError, match="Planted"):
         save_tensors_atomic(path, [Planted(tmp_path / "x")])
     assert not path.exists()
@@ -127,14 +127,14 @@ def test_state_that_would_not_load_safely_is_refused_before_writing(tmp_path) ->
 def test_a_planted_checkpoint_runs_no_code(tmp_path, writer) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "checkpoint.pt"
-    payload = {"identity": "abc", "epoch": 0, "evil": Planted(marker)}
+    payload = {"identities": ["abc"], "epoch": 0, "evil": Planted(marker)}
     if writer == "torch.save":
         torch.save(payload, path)
     else:
         path.write_bytes(pickle.dumps(payload))
     refusal = "holds objects other than tensors" if writer == "torch.save" else "is not a torch file"
     with pytest.raises(CheckpointError, match=f"{path} {refusal}"):
-        load_checkpoint(path, "abc")
+        load_checkpoint(path, ["abc"])
     assert not marker.exists()
     assert pickle.loads(pickle.dumps(Planted(marker))) and marker.exists()  # the payload is live
 
@@ -174,7 +174,7 @@ def test_training_refuses_a_planted_checkpoint_before_running_it(fashion_root, t
     out.mkdir()
     config = TrainConfig(epochs=1, max_train_samples=100, max_test_samples=100, data_root=str(fashion_root),
                          device="cpu", tracking=False, progress=False)
-    torch.save({"identity": config.identity(), "epoch": 0, "evil": Planted(marker)}, out / "checkpoint.pt")
+    torch.save({"identities": [config.identity()], "epoch": 0, "evil": Planted(marker)}, out / "checkpoint.pt")
     with pytest.raises(CheckpointError, match=str(out / "checkpoint.pt")):
         train(config, out)
     assert not marker.exists() and not (out / "metrics.json").exists()

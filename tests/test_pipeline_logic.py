@@ -73,17 +73,22 @@ def test_topology_evolves_only_where_an_update_falls_within_training(config) -> 
     assert not topology_evolves(one_epoch, {**run, "method": "set"})  # updates come between epochs
 
 
-def test_grouping_follows_the_setting_and_the_gpu(config) -> None:
-    assert grouping_enabled({**config, "group_runs": True}, cuda_available=False)
-    assert not grouping_enabled({**config, "group_runs": False}, cuda_available=True)
-    automatic = {**config, "group_runs": "auto", "train": {**config["train"], "device": "auto"}}
-    assert grouping_enabled(automatic, cuda_available=True) and not grouping_enabled(automatic, cuda_available=False)
-    assert not grouping_enabled({**config, "group_runs": "auto"}, cuda_available=True)  # the config says cpu
+def test_grouping_follows_the_config_alone(config, monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU where the workflow is read plays no part
+    assert grouping_enabled({**config, "group_runs": True})
+    assert not grouping_enabled({**config, "group_runs": False, "train": {**config["train"], "device": "cuda"}})
+    automatic = {**config, "group_runs": "auto"}
+    assert not grouping_enabled({**automatic, "train": {**config["train"], "device": "auto"}})
+    assert not grouping_enabled({**automatic, "train": {**config["train"], "device": "cpu"}})
+    assert grouping_enabled({**automatic, "train": {**config["train"], "device": "cuda:1"}})
+    assert grouping_enabled({**automatic, "train_per_dataset": {"mnist": {"device": "cuda"}}})
+    assert not grouping_enabled({**automatic, "models": ["mlp", "vgg16"], "train": {**config["train"], "device": "cuda"}})
     with pytest.raises(ConfigError, match="group_runs: grouped training stacks MLPs only"):
-        grouping_enabled({**config, "group_runs": True, "models": ["vgg16"]}, cuda_available=False)
+        grouping_enabled({**config, "group_runs": True, "models": ["vgg16"]})
 
     config = {**config, "methods": ["set", "static", "fc"], "seeds": [0, 1]}
-    assert group_parts({**config, "group_size": 4}, None) == [
+    assert group_parts({**config, "group_size": 4}) == [
         [("set", 0), ("set", 1), ("static", 0), ("static", 1)], [("fc", 0), ("fc", 1)]]
-    assert len(group_parts({**config, "group_size": None}, None)) == 1
-    assert [len(part) for part in group_parts({**config, "group_size": None}, cuda_memory=200 * 2**20)] == [3, 3]
+    assert group_parts({**config, "group_size": None}) == [[(m, s) for m in ("set", "static", "fc") for s in (0, 1)]]

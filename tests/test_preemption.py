@@ -61,7 +61,7 @@ def test_sigterm_mid_epoch_resumes_to_the_uninterrupted_result(fashion_root, tmp
     assert signal.getsignal(signal.SIGTERM) is handler_before
     saved = torch.load(tmp_path / "stopped/checkpoint.pt", weights_only=False)
     assert saved["epoch"] == 0 and saved["partial_epoch"]["batches"] == 6
-    assert len(saved["history"]["test_accuracy"]) == 1
+    assert len(saved["runs"][0]["history"]["test_accuracy"]) == 1
     assert not (tmp_path / "stopped/metrics.json").exists()
 
     resumed = train(config, tmp_path / "stopped")
@@ -101,7 +101,7 @@ def test_a_stop_during_the_last_step_of_an_epoch_checkpoints_the_whole_epoch(fas
             train(config, tmp_path / "stopped")
     saved = torch.load(tmp_path / "stopped/checkpoint.pt", weights_only=False)
     assert saved["epoch"] == 0 and saved["partial_epoch"] is None
-    assert len(saved["history"]["evolution"]) == 1  # the update after epoch 1 ran before stopping
+    assert len(saved["runs"][0]["history"]["evolution"]) == 1  # the update after epoch 1 ran before stopping
 
 
 def test_stop_signal_restores_the_handler_before_and_is_inert_outside_the_main_thread() -> None:

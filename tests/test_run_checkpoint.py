@@ -14,11 +14,11 @@ def write(path, **state):
 
 
 @pytest.mark.parametrize("state, identities, kept, says", [
-    ({"identity": "a", "epoch": 1}, ["a"], True, "after epoch 2"),
-    ({"identity": "a", "epoch": 1, "partial_epoch": {"batches": 6}}, ["a"], True, "after step 6 of epoch 3"),
-    ({"identity": "a", "epoch": -1, "partial_epoch": {"batches": 2}}, ["a"], True, "after step 2 of epoch 1"),
-    ({"identity": "a", "epoch": 4}, ["a"], False, "belongs to a finished run"),
-    ({"identity": "b", "epoch": 1}, ["a"], False, "another configuration"),
+    ({"identities": ["a"], "epoch": 1}, ["a"], True, "after epoch 2"),
+    ({"identities": ["a"], "epoch": 1, "partial_epoch": {"batches": 6}}, ["a"], True, "after step 6 of epoch 3"),
+    ({"identities": ["a"], "epoch": -1, "partial_epoch": {"batches": 2}}, ["a"], True, "after step 2 of epoch 1"),
+    ({"identities": ["a"], "epoch": 4}, ["a"], False, "belongs to a finished run"),
+    ({"identities": ["b"], "epoch": 1}, ["a"], False, "another configuration"),
     ({"identities": ["a", "b"], "epoch": 1}, ["a", "b"], True, "after epoch 2"),
     ({"identities": ["a", "c"], "epoch": 1}, ["a", "b"], False, "another configuration or group"),
     ({"epoch": 1}, ["a"], False, "not a readable checkpoint"),

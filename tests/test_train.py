@@ -5,11 +5,13 @@ import json
 import pytest
 import torch
 
+import cht.dst
 import cht.train
 from cht.analysis.graph import active_neurons
 from cht.config import TrainConfig
 from cht.tracking import Tracker, TrackingError
-from cht.train import TrainingDiverged, train
+from cht.run.lifecycle import TrainingDiverged
+from cht.train import train
 
 
 def quick_config(root, **changes) -> TrainConfig:
@@ -75,8 +77,8 @@ def interrupted_then_resumed(config: TrainConfig, out, monkeypatch, crash_epoch:
 
 
 def same_final_weights(out_a, out_b) -> bool:
-    final_a = torch.load(out_a / "checkpoint.pt", weights_only=True)["model"]
-    final_b = torch.load(out_b / "checkpoint.pt", weights_only=True)["model"]
+    final_a = torch.load(out_a / "checkpoint.pt", weights_only=True)["stepper"]["model"]
+    final_b = torch.load(out_b / "checkpoint.pt", weights_only=True)["stepper"]["model"]
     return all(torch.equal(final_a[k], final_b[k]) for k in final_a)
 
 
@@ -102,8 +104,8 @@ def test_a_masked_run_resumes_on_the_sparse_backend_and_reports_its_topology(fas
     assert resumed["test_accuracy"][2] == pytest.approx(uninterrupted["test_accuracy"][2], abs=1 / 300)
     masks_a, masks_b = torch.load(tmp_path / "full/masks.pt"), torch.load(tmp_path / "resumed/masks.pt")
     assert all(torch.equal(a, b) for a, b in zip(masks_a, masks_b))
-    final_a = torch.load(tmp_path / "full/checkpoint.pt", weights_only=False)["model"]
-    final_b = torch.load(tmp_path / "resumed/checkpoint.pt", weights_only=False)["model"]
+    final_a = torch.load(tmp_path / "full/checkpoint.pt", weights_only=False)["stepper"]["model"]
+    final_b = torch.load(tmp_path / "resumed/checkpoint.pt", weights_only=False)["stepper"]["model"]
     for name, value in final_b.items():
         if name.endswith(".values"):  # sparse link values against the masked dense weight at the links
             layer = name.removesuffix(".values")
@@ -205,7 +207,7 @@ def test_an_evaluation_never_directly_follows_a_topology_update(fashion_root, tm
     """Every per-epoch accuracy is measured on a topology trained for a whole epoch: an update scheduled on
     an epoch's last step waits for that epoch's evaluation."""
     events = []
-    real_evaluate, real_update, real_step = cht.train.evaluate, cht.train.Evolution.update, cht.train.after_optimizer_step
+    real_evaluate, real_update, real_step = cht.train.evaluate, cht.dst.Evolution.update, cht.train.after_optimizer_step
 
     def evaluate(*args, **kwargs):
         events.append("evaluate")
@@ -220,7 +222,7 @@ def test_an_evaluation_never_directly_follows_a_topology_update(fashion_root, tm
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(cht.train, "evaluate", evaluate)
-    monkeypatch.setattr(cht.train.Evolution, "update", update)
+    monkeypatch.setattr(cht.dst.Evolution, "update", update)
     monkeypatch.setattr(cht.train, "after_optimizer_step", step)
     metrics = train(quick_config(fashion_root, method="cht", epochs=3, **schedule), tmp_path)
     assert events.count("update") == len(metrics["evolution"]) >= 2

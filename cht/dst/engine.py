@@ -131,6 +131,14 @@ class Evolution:
         self.closing = not schedule.is_update(count + schedule.interval, total)
         return True
 
+    def begin_step(self, epochs_done: int, total_epochs: int, steps_done: int, total_steps: int,
+                   epoch_end: bool) -> bool:
+        """The engine's one call before an optimiser step: whether an update follows it (see :meth:`due`); if
+        so, a gradient rule's layers keep that step's dense gradient."""
+        update_due = self.due(epochs_done, total_epochs, steps_done, total_steps, epoch_end)
+        self.capture_gradients(update_due)
+        return update_due
+
     def capture_gradients(self, enabled: bool) -> None:
         """Ask the layers to keep the dense gradient of the next backward pass (for gradient rules)."""
         for layer in self.layers:

@@ -22,8 +22,9 @@ def resume_or_restart(checkpoint: Path, identities: Sequence[str], epochs: int) 
         return "starting afresh: no checkpoint"
     try:
         state = load_tensors(checkpoint)
-        saved = _identities(state)
-        if saved != list(identities):
+        if not isinstance(state, dict):
+            raise TypeError("not a mapping")
+        if state["identities"] != list(identities):
             reason = "it was written by another configuration" + (" or group" if len(identities) > 1 else "")
         elif state["epoch"] + 1 >= epochs:
             reason = "it belongs to a finished run"
@@ -33,12 +34,6 @@ def resume_or_restart(checkpoint: Path, identities: Sequence[str], epochs: int) 
         reason = f"it is not a readable checkpoint ({error})"
     checkpoint.unlink()
     return f"starting afresh: {checkpoint}: {reason}"
-
-
-def _identities(state: Any) -> list[str]:
-    if not isinstance(state, dict):
-        raise TypeError("not a mapping")
-    return list(state["identities"]) if "identities" in state else [state["identity"]]
 
 
 def _position(state: dict[str, Any]) -> str:

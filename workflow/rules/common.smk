@@ -4,7 +4,6 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-import torch
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -66,10 +65,8 @@ def setting_runs(pattern: str) -> list[str]:
     return expand(pattern, **{key: GRID[key] for key in MEMBER_KEY}, allow_missing=True)
 
 
-# The one look at the hardware while the workflow is read: grouping on "auto" needs to know about a GPU here.
-CUDA_MEMORY = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
 try:
-    GROUPED = grouping_enabled(config, CUDA_MEMORY is not None)
+    GROUPED = grouping_enabled(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 

@@ -28,7 +28,7 @@ if not GROUPED:
 else:
     # One rule per part of a setting's group (one part unless group_size splits it): a rule's outputs are
     # fixed patterns, and each part produces the files of its own (method, seed) members.
-    for part, members in enumerate(group_parts(config, CUDA_MEMORY)):
+    for part, members in enumerate(group_parts(config)):
 
         rule:
             """Train a part of a setting's runs together in one process (cht.grouped); every member writes

@@ -8,7 +8,8 @@ from jobs import job_tracker, logged
 
 from cht.config import TrainConfig
 from cht.run.checkpoint import resume_or_restart
-from cht.train import CHECKPOINT, train
+from cht.run.lifecycle import CHECKPOINT
+from cht.train import train
 
 with logged(snakemake):
     torch.set_num_threads(snakemake.threads)
