@@ -1,4 +1,5 @@
-"""Sparse layers that speak in links, their two storage backends, and exact per-layer link counts."""
+"""Sparse layers that speak in links, their storages (masked, sparse; stacked in :mod:`cht.sparse.stacked`), and exact
+per-layer link counts."""
 
 from cht.sparse import links
 from cht.sparse.density import link_counts

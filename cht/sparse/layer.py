@@ -19,8 +19,10 @@ Two backends store and compute the layer behind that interface:
   neuron: forward, input gradient and link gradient each cost O(batch × links) (sparse-dense products
   and a sampled dense-dense product), so a 1%-dense layer costs about 1% of its dense twin.
 
-Both give the same function; a layer switches backend in place (:meth:`SparseLinear.to_backend`),
-carrying its weights and its optimiser state, and a checkpoint of one backend loads into the other.
+A third storage, ``stacked``, holds one run's layer as a slice of ``K`` runs' layers stacked for grouped
+training (:mod:`cht.sparse.stacked`). All give the same function. A ``SparseLinear`` switches backend in
+place (:meth:`SparseLinear.to_backend`), carrying its weights and its optimiser state, and a checkpoint of
+one backend loads into the other.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta"
 
 class LinkGeometry:
     """The parts of the link interface that follow from the links and the sizes alone (shared by
-    :class:`SparseLinear` and the members of a grouped layer, :class:`cht.grouped.GroupMember`)."""
+    :class:`SparseLinear` and the members of a stacked layer, :class:`cht.sparse.stacked.GroupMember`)."""
 
     in_features: int
     out_features: int
