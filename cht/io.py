@@ -200,6 +200,9 @@ def load_checkpoint(path: PathLike, expected_identities: list[str],
     """
     path = Path(path)
     state = load_tensors(path, map_location)
+    if isinstance(state, dict) and isinstance(state.get("identity"), str):
+        raise CheckpointError(f"{path} was written by an earlier version of cht, whose checkpoints this one "
+                              f"cannot continue; delete it to start afresh")
     if not isinstance(state, dict) or not isinstance(state.get("identities"), list):
         raise CheckpointError(f"{path} is not a cht training checkpoint; delete it or choose another output "
                               f"folder")

@@ -101,6 +101,9 @@ def test_checkpoint_round_trip_and_refusals(tmp_path) -> None:
     assert loaded["history"] == state["history"] and torch.equal(loaded["model"]["w"], state["model"]["w"])
     with pytest.raises(CheckpointError, match=f"{path} was written by a different configuration"):
         load_checkpoint(path, ["other"])
+    torch.save({"identity": "abc", "epoch": 2}, path)  # one run per checkpoint, as cht wrote them before
+    with pytest.raises(CheckpointError, match=f"{path} was written by an earlier version of cht"):
+        load_checkpoint(path, ["abc"])
     torch.save([torch.ones(2)], path)
     with pytest.raises(CheckpointError, match=f"{path} is not a cht training checkpoint"):
         load_checkpoint(path, ["abc"])
