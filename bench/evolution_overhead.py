@@ -41,7 +41,6 @@ from cht.config import TrainConfig  # noqa: E402
 from cht.data import DATASETS, load_tensors, prepare_dataset  # noqa: E402
 from cht.dst import Evolution, Method, available_methods, get_method  # noqa: E402
 from cht.models import build_model  # noqa: E402
-from cht.config import BACKEND_CHOICES  # noqa: E402
 from cht.sparse import after_optimizer_step, sparse_layers  # noqa: E402
 from cht.train import build_sparse_topology, final_link_counts, resolve_backend, store_layers  # noqa: E402
 
@@ -130,7 +129,7 @@ def time_updates(trainee: Trainee, updates: int, steps_per_epoch: int, device: t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+    parser.add_argument("--backend", default="auto", choices=TrainConfig.json_schema()["properties"]["backend"]["enum"],
                         help="sparse-layer storage; auto picks as training does")
     parser.add_argument("--dim", type=int, default=2, help="hidden width in multiples of the input size")
     parser.add_argument("--methods", nargs="+", default=["set", "rigl", "mest", "granet", "cht", "cht_iclr",

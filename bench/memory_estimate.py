@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, markdown_table, write_results  # noqa: E402
 
-from cht.config import TrainConfig  # noqa: E402
 from cht.memory import GIB, estimate_run_memory  # noqa: E402
-from cht.train import SPARSE_BACKEND_MAX_DENSITY, configured_method, resolve_backend  # noqa: E402
+from cht.config import SPARSE_BACKEND_MAX_DENSITY, TrainConfig  # noqa: E402
+from cht.train import configured_method, resolve_backend  # noqa: E402
 
 CASES = [
     {"method": "fc", "dim": 2},

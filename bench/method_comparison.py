@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, markdown_table, pick_device, write_results  # noqa: E402
 
-from cht.config import BACKEND_CHOICES, TrainConfig  # noqa: E402
+from cht.config import TrainConfig  # noqa: E402
 from cht.train import train  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--max-train-samples", type=int)
     parser.add_argument("--max-test-samples", type=int)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+    parser.add_argument("--backend", default="auto", choices=TrainConfig.json_schema()["properties"]["backend"]["enum"],
                         help="sparse-layer storage; auto picks as training does")
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--data-source", action="append", default=[])

@@ -3,7 +3,7 @@
 Times full optimiser steps (forward, backward, SGD with momentum and weight decay, the layers'
 invariant) on real Fashion-MNIST batches, side by side in one process: dim 1 and 2, batch 32 and 256,
 and on a CPU with 1 and 2 threads. A density sweep (dim 1, batch 32) locates where the sparse backend
-stops beating the masked one, which sets ``cht.train.SPARSE_BACKEND_MAX_DENSITY``.
+stops beating the masked one, which sets ``cht.config.SPARSE_BACKEND_MAX_DENSITY``.
 
     python bench/train_throughput.py [--device auto|cpu|cuda] [--steps 100] [--out bench/results]
 """

@@ -85,6 +85,11 @@ def _registry(module: str, name: str) -> Callable[[], list[str]]:
 AUTOMATIC_FIELDS = frozenset({"augment", "mixed_precision", "channels_last", "early_stop"})
 
 
+# At or below this density the sparse backend trains faster than the masked one on a CPU
+# (bench/train_throughput.py: paper MLP, batch 32 and 256, 1 and 2 threads): `backend: auto` stores by it.
+SPARSE_BACKEND_MAX_DENSITY = 0.1
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines one training run. Defaults follow the paper's MLP settings."""
@@ -121,8 +126,8 @@ class TrainConfig:
                                       minimum=0, maximum=1)
     device: str = option("auto", "auto (CUDA when present), cpu, mps, cuda or cuda:N",
                          pattern="^(auto|cpu|mps|cuda(:[0-9]+)?)$", observation=True)
-    backend: str = option("auto", "sparse-layer storage: auto (on a CPU each layer sparse while its density <= 0.1 "
-                                  "and masked above; masked on a GPU), "
+    backend: str = option("auto", "sparse-layer storage: auto (on a CPU each layer sparse while its density <= "
+                                  f"{SPARSE_BACKEND_MAX_DENSITY} and masked above; masked on a GPU), "
                                   "masked (dense weight and mask) or sparse (links only, O(batch x links) kernels)",
                           choices=["auto", "masked", "sparse"], observation=True)
     max_train_samples: int | None = option(None, "use only the first N training samples", minimum=1)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cht.config import TrainConfig, training_run_name
+from cht.config import SPARSE_BACKEND_MAX_DENSITY, TrainConfig, training_run_name
 from cht.data import DATASETS, dataset_checksum, prepare_dataset
 from cht.data.batches import BatchSource, TensorBatches, batch_sources
 from cht.dst import EarlyStop, Method, resolve_method
@@ -32,10 +32,6 @@ from cht.run.lifecycle import CHECKPOINT, Run, epoch_lr, layer_adjacencies, read
 from cht.run.record import resolved_params
 from cht.tracking import Tracker
 from cht.tracking_spool import RUN_SPOOL
-
-# At or below this density the sparse backend trains faster than the masked one on a CPU
-# (bench/train_throughput.py: paper MLP, batch 32 and 256, 1 and 2 threads).
-SPARSE_BACKEND_MAX_DENSITY = 0.1
 
 
 def resolve_device(name: str) -> torch.device:

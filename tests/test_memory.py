@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from cht.cli import main
-from cht.config import TrainConfig
 from cht.memory import (GIB, MASKED_BYTES_PER_POSITION, SPARSE_BYTES_PER_LINK, MemoryEstimate,
                         MemoryRequirementError, available_memory, check_run_memory, estimate_run_memory)
-from cht.train import SPARSE_BACKEND_MAX_DENSITY, configured_method, resolve_backend
+from cht.config import SPARSE_BACKEND_MAX_DENSITY, TrainConfig
+from cht.train import configured_method, resolve_backend
 
 CPU = torch.device("cpu")
 

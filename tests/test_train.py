@@ -8,7 +8,7 @@ import torch
 import cht.dst
 import cht.train
 from cht.analysis.graph import active_neurons
-from cht.config import TrainConfig
+from cht.config import SPARSE_BACKEND_MAX_DENSITY, TrainConfig
 from cht.tracking import Tracker, TrackingError
 from cht.run.lifecycle import TrainingDiverged
 from cht.train import train
@@ -144,7 +144,7 @@ def test_auto_backend_trains_dense_layers_masked_until_the_schedule_thins_them(f
     assert uninterrupted["backend"] == "auto"
     assert [backend for _, backend in stored[0]] == ["masked"] * 3
     assert [backend for _, backend in stored[-1]] == ["sparse"] * 3
-    assert all(backend == ("sparse" if density <= cht.train.SPARSE_BACKEND_MAX_DENSITY else "masked")
+    assert all(backend == ("sparse" if density <= SPARSE_BACKEND_MAX_DENSITY else "masked")
                for layers in stored for density, backend in layers)
     resumed = interrupted_then_resumed(config, tmp_path / "resumed", monkeypatch, crash_epoch=3)
     assert comparable(resumed) == comparable(uninterrupted)
