@@ -12,10 +12,10 @@ with 60 000 / 32 = 1875 steps per epoch and the method's own update schedule (on
 the paper's settings). Step timings run in ``--rounds`` rounds that visit every method in turn, and
 each method keeps its median round, so a burst of load on a shared machine does not land on one
 method only. Phase times of the update (removal, percolation, CH scoring and selection, regrowth) are
-reported too. The sparse layers use the storage backend that training would choose (``--backend auto``)
+reported too. The sparse layers use the storage that training would choose (``--storage auto``)
 or the one given. Target: a CHT epoch ≤ 1.15 × a SET epoch.
 
-    python bench/evolution_overhead.py [--device auto|cpu|cuda] [--backend auto|masked|sparse]
+    python bench/evolution_overhead.py [--device auto|cpu|cuda] [--storage auto|masked|sparse]
                                        [--methods set cht ...] [--steps 50] [--rounds 3] [--updates 2]
                                        [--dim 2] [--out bench/results]
 """
@@ -42,7 +42,7 @@ from cht.data import DATASETS, load_tensors, prepare_dataset  # noqa: E402
 from cht.dst import Evolution, Method, available_methods, get_method  # noqa: E402
 from cht.models import build_model  # noqa: E402
 from cht.sparse import after_optimizer_step, sparse_layers  # noqa: E402
-from cht.train import build_sparse_topology, final_link_counts, resolve_backend, store_layers  # noqa: E402
+from cht.train import build_sparse_topology, final_link_counts, resolve_storage, store_layers  # noqa: E402
 
 DATASET = "fashion_mnist"
 DENSITY = 0.01
@@ -59,23 +59,23 @@ class Trainee:
     method: Method
     evolution: Evolution
     train_step: Callable[[], None]
-    backend: str
+    storage: str
     step_times: list[float] = field(default_factory=list)
 
 
 def prepare(method_name: str, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device,
-            data_root: str, backend: str, dim: int) -> Trainee:
-    """Build the paper MLP for a method as the training loop does (topology, weights, backend, engine)."""
+            data_root: str, storage: str, dim: int) -> Trainee:
+    """Build the paper MLP for a method as the training loop does (topology, weights, storage, engine)."""
     config = TrainConfig(method=method_name, dataset=DATASET, dim=dim, density=DENSITY, batch_size=BATCH,
-                         epochs=EPOCHS, device=str(device), backend=backend, data_root=data_root, tracking=False,
+                         epochs=EPOCHS, device=str(device), storage=storage, data_root=data_root, tracking=False,
                          progress=False)
     method = get_method(method_name)
     spec = DATASETS[DATASET]
     model = build_model("mlp", spec.input_shape, spec.num_classes, dim=dim, sparse=method.sparse)
     build_sparse_topology(model, config, inputs)
     layers = sparse_layers(model)
-    backend = resolve_backend(config, device)
-    store_layers(layers, backend)
+    storage = resolve_storage(config, device)
+    store_layers(layers, storage)
     model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
@@ -95,7 +95,7 @@ def prepare(method_name: str, inputs: torch.Tensor, targets: torch.Tensor, devic
         optimizer.step()
         after_optimizer_step(layers)
 
-    return Trainee(method, evolution, train_step, backend)
+    return Trainee(method, evolution, train_step, storage)
 
 
 def seconds_of(work: Callable[[], object], device: torch.device) -> float:
@@ -129,7 +129,7 @@ def time_updates(trainee: Trainee, updates: int, steps_per_epoch: int, device: t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    parser.add_argument("--backend", default="auto", choices=TrainConfig.json_schema()["properties"]["backend"]["enum"],
+    parser.add_argument("--storage", default="auto", choices=TrainConfig.json_schema()["properties"]["storage"]["enum"],
                         help="sparse-layer storage; auto picks as training does")
     parser.add_argument("--dim", type=int, default=2, help="hidden width in multiples of the input size")
     parser.add_argument("--methods", nargs="+", default=["set", "rigl", "mest", "granet", "cht", "cht_iclr",
@@ -150,9 +150,9 @@ def main() -> None:
     inputs, targets = load_tensors(DATASET, args.data_root, train=True)
     steps_per_epoch = math.ceil(len(inputs) / BATCH)
     names = ["set"] + [m for m in args.methods if m != "set"]
-    trainees = {name: prepare(name, inputs, targets, device, args.data_root, args.backend, args.dim)
+    trainees = {name: prepare(name, inputs, targets, device, args.data_root, args.storage, args.dim)
                 for name in names}
-    backend = trainees["set"].backend
+    storage = trainees["set"].storage
 
     for trainee in trainees.values():
         trainee.train_step()  # warm-up: allocates optimiser state and gradient buffers
@@ -172,7 +172,7 @@ def main() -> None:
         else:
             update, updates_per_epoch = {"update_s": 0.0, **{f"{p}_s": 0.0 for p in PHASES}}, 0.0
         epoch = step_seconds * steps_per_epoch + updates_per_epoch * update["update_s"]
-        rows.append({"method": name, "device": device_name(device), "backend": backend, "step_s": step_seconds,
+        rows.append({"method": name, "device": device_name(device), "storage": storage, "step_s": step_seconds,
                      "train_epoch_s": step_seconds * steps_per_epoch, "updates_per_epoch": updates_per_epoch,
                      **update, "epoch_s": epoch,
                      "evolution_share": updates_per_epoch * update["update_s"] / epoch})
@@ -180,7 +180,7 @@ def main() -> None:
     for row in rows:
         row["epoch_over_set"] = row["epoch_s"] / rows[0]["epoch_s"]
 
-    columns = ["method", "device", "backend", "step_s", "train_epoch_s", "update_s", *[f"{p}_s" for p in PHASES],
+    columns = ["method", "device", "storage", "step_s", "train_epoch_s", "update_s", *[f"{p}_s" for p in PHASES],
                "epoch_s", "evolution_share", "epoch_over_set"]
     cht_row = next((row for row in rows if row["method"] == "cht"), None)
     verdict = ("" if cht_row is None else
@@ -190,7 +190,7 @@ def main() -> None:
             f"{steps_per_epoch} × step_s (median of {args.rounds} interleaved rounds of {args.steps} steps) + "
             f"updates per epoch × update_s (median of {args.updates} after a warm-up, at the first update of a "
             f"{EPOCHS}-epoch run).")
-    payload = {"torch": torch.__version__, "device": device_name(device), "backend": backend, "dim": args.dim,
+    payload = {"torch": torch.__version__, "device": device_name(device), "storage": storage, "dim": args.dim,
                "steps": args.steps,
                "rounds": args.rounds, "updates": args.updates, "target_ratio": TARGET_RATIO, "rows": rows}
     table = markdown_table(rows, columns) + verdict + note

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in one call, sized for under 10 minutes on one H100/H200:
-#   1. the CUDA tests: sparse backend against masked (one step, rewiring), grouped runs against single runs,
-#      and CH scores (every backend on CUDA, dense products included) against the slow reference;
+#   1. the CUDA tests: sparse storage against masked (one step, rewiring), grouped runs against single runs,
+#      and CH scores (every scorer on CUDA, dense products included) against the slow reference;
 #   2. bench/train_throughput.py: FC, 1%-masked and 1%-sparse MLP, samples/s;
 #   3. bench/grid_throughput.py: 30 runs in one group against the same runs one after another;
 #   4. bench/grid_throughput.py --paper-budget: the Fashion-MNIST dim-1 row on the full training set,
@@ -52,7 +52,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --f
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$work/gpu.txt"
 
 paper_methods="fc static set rigl mest granet cht cht_iclr chts chtss"
-step tests 100 python3 -m pytest -q -p no:cacheprovider -k "cuda" tests/test_sparse_backends.py tests/test_grouped.py \
+step tests 100 python3 -m pytest -q -p no:cacheprovider -k "cuda" tests/test_sparse_storages.py tests/test_grouped.py \
     tests/test_topology_scores.py
 step train_throughput 60 python3 bench/train_throughput.py --device cuda --steps 50 --threads 1 \
     --densities 0.01 --data-root "$work/data" --data-source "$data" --out "$work"

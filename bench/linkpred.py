@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         for rule in args.rules:
             record = _dense_case(mask, rule, args, dtype, baseline, authors if rule == AUTHORS_RULE else None)
             records.append({"n_in": n_in, "n_out": n_out, "density": args.density, "rule": rule,
-                            "backend": args.backend, "dtype": args.dtype, "l3_paths": paths,
+                            "scorer": args.scorer, "dtype": args.dtype, "l3_paths": paths,
                             "paths_per_second": paths / record["seconds_median"], **record})
             print(f"{n_in}x{n_out} {rule}: " + ", ".join(
                 f"{key} {value:.4f} s" for key, value in records[-1].items()
@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> None:
 def _dense_case(mask: torch.Tensor, rule: str, args: argparse.Namespace, dtype: torch.dtype,
                 baseline: Callable | None, authors: object | None) -> dict[str, object]:
     """Interleaved timings of ours, the baseline's and the authors' scorer on one layer and rule."""
-    contenders = {"": lambda: link_scores(mask, rule, dtype=dtype, scorer=args.backend)}
+    contenders = {"": lambda: link_scores(mask, rule, dtype=dtype, scorer=args.scorer)}
     if baseline is not None:
-        contenders["baseline_"] = lambda: baseline(mask, rule, dtype=dtype, **{_scorer_keyword(baseline): args.backend})
+        contenders["baseline_"] = lambda: baseline(mask, rule, dtype=dtype, **{_scorer_keyword(baseline): args.scorer})
     times: dict[str, list[float]] = {name: [] for name in contenders}
     cpu_times: dict[str, list[float]] = {name: [] for name in contenders}
     authors_times, authors_cpu_times, authors_call_times = [], [], []
@@ -132,7 +132,7 @@ def _dense_case(mask: torch.Tensor, rule: str, args: argparse.Namespace, dtype: 
         record["speedup_vs_baseline"] = record["baseline_seconds_median"] / record["seconds_median"]
     if authors is not None:
         theirs = authors_scorer.scores(authors, mask.cpu())[0]
-        ours = link_scores(mask, rule, dtype=torch.float64, scorer=args.backend).cpu().numpy()
+        ours = link_scores(mask, rule, dtype=torch.float64, scorer=args.scorer).cpu().numpy()
         record.update({
             "authors_seconds_median": statistics.median(authors_times), "authors_seconds_all": authors_times,
             "authors_call_seconds_median": statistics.median(authors_call_times),
@@ -218,7 +218,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "layer sizes up to 4096x4096, plus 8192x8192 on CUDA)")
     parser.add_argument("--rules", type=_rules, default=available_rules(),
                         help=f"comma-separated rules among {','.join(available_rules())} (default: all)")
-    parser.add_argument("--scorer", "--backend", dest="backend", choices=SCORERS, default="auto",
+    parser.add_argument("--scorer", "--backend", dest="scorer", choices=SCORERS, default="auto",
                         help="auto: numba on CPU, triton on CUDA (when installed), torch otherwise")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="score dtype (default float32)")
     parser.add_argument("--density", type=float, default=DENSITY, help=f"link density (default {DENSITY})")

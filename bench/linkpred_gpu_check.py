@@ -2,7 +2,7 @@
 
 1. Exactness: on fresh random layers of several shapes and densities (edge cases included: empty,
    full, single row or column, non-square, isolated nodes, hub inputs, int64 indices), every rule's
-   triton scores in float64 and float32 are compared with the torch backend's float64 scores
+   triton scores in float64 and float32 are compared with the torch scorer's float64 scores
    (max relative error; tolerance 1e-9 for float64, 1e-5 for float32).
 2. Speed: torch vs triton for CH3-L3 and CH3-L3n on 1%-dense square layers (the masks of
    ``bench/linkpred.py``), median of the timed runs after a warm-up, plus peak memory; a small
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for key, stage in stages:
             report[key] += stage()
-            _compare_backends(report["timings"])
+            _compare_scorers(report["timings"])
             report["seconds_total"] = time.perf_counter() - started
             _write(args.out, name, report)
     except ContextLost as lost:
@@ -181,34 +181,34 @@ def _square_mask(n: int, device: torch.device) -> torch.Tensor:
     return (torch.rand(n, n, generator=torch.Generator().manual_seed(n * 7919 + n)) < DENSITY).to(device)
 
 
-def _timings(device: torch.device, backends: tuple[str, ...], repeats: int, errors: list[dict]) -> list[dict]:
-    print(f"\n== speed at 1% density: {', '.join(backends)} ==", flush=True)
+def _timings(device: torch.device, scorers: tuple[str, ...], repeats: int, errors: list[dict]) -> list[dict]:
+    print(f"\n== speed at 1% density: {', '.join(scorers)} ==", flush=True)
     rows = []
     for n in TIMED_SIZES:
         mask = _square_mask(n, device)
         paths = count_l3_paths(mask)
         for rule in TIMED_RULES:
-            for backend in backends:
+            for scorer in scorers:
                 def call() -> torch.Tensor:
-                    return link_scores(mask, rule, scorer=backend)
+                    return link_scores(mask, rule, scorer=scorer)
 
-                measured = _soft(errors, f"timing {n}x{n} {rule} {backend}", lambda: _measure(call, device, repeats))
-                row = {"layer": f"{n}x{n}", "rule": rule, "backend": backend, "l3_paths": paths,
+                measured = _soft(errors, f"timing {n}x{n} {rule} {scorer}", lambda: _measure(call, device, repeats))
+                row = {"layer": f"{n}x{n}", "rule": rule, "scorer": scorer, "l3_paths": paths,
                        **(measured or {"seconds_median": None, "seconds_all": None, "peak_memory_mib": None})}
                 if measured:
                     row["paths_per_second"] = paths / measured["seconds_median"]
                 rows.append(row)
-                print(f"{n}x{n} {rule:8s} {backend:6s} {_format(row['seconds_median'], 's')} "
+                print(f"{n}x{n} {rule:8s} {scorer:6s} {_format(row['seconds_median'], 's')} "
                       f"peak {_format(row['peak_memory_mib'], 'MiB')}", flush=True)
     return rows
 
 
-def _compare_backends(rows: list[dict]) -> None:
+def _compare_scorers(rows: list[dict]) -> None:
     """Set ``speedup_vs_torch`` on every timed row whose torch twin was timed too."""
-    torch_seconds = {(r["layer"], r["rule"]): r["seconds_median"] for r in rows if r["backend"] == "torch"}
+    torch_seconds = {(r["layer"], r["rule"]): r["seconds_median"] for r in rows if r["scorer"] == "torch"}
     for row in rows:
         reference = torch_seconds.get((row["layer"], row["rule"]))
-        if row["backend"] != "torch" and reference and row["seconds_median"]:
+        if row["scorer"] != "torch" and reference and row["seconds_median"]:
             row["speedup_vs_torch"] = reference / row["seconds_median"]
 
 
@@ -334,7 +334,7 @@ def _tables(report: dict) -> str:
     passed = sum(row["checks passed"] for row in exactness)
     worst = {dtype: max((row[dtype] for row in exactness if row[dtype] is not None), default=None)
              for dtype in ("float64", "float32")}
-    timings = sorted(report["timings"], key=lambda row: (row["l3_paths"], row["rule"], row["backend"]))
+    timings = sorted(report["timings"], key=lambda row: (row["l3_paths"], row["rule"], row["scorer"]))
     lines = [
         f"Triton link-prediction check on {environment['device']} (torch {environment['torch']}, "
         f"triton {environment['triton']}).",
@@ -348,7 +348,7 @@ def _tables(report: dict) -> str:
         "",
         "Speed at 1% density (median seconds; peak memory in MiB):",
         "",
-        _table(timings, ["layer", "rule", "backend", "l3_paths", "seconds_median", "paths_per_second",
+        _table(timings, ["layer", "rule", "scorer", "l3_paths", "seconds_median", "paths_per_second",
                          "speedup_vs_torch", "peak_memory_mib"]),
         "",
         "Triton tile sweep, CH3-L3 (median seconds):",

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, markdown_table, write_results  # noqa: E402
 
 from cht.memory import GIB, estimate_run_memory  # noqa: E402
-from cht.config import SPARSE_BACKEND_MAX_DENSITY, TrainConfig  # noqa: E402
-from cht.train import configured_method, resolve_backend  # noqa: E402
+from cht.config import SPARSE_STORAGE_MAX_DENSITY, TrainConfig  # noqa: E402
+from cht.train import configured_method, resolve_storage  # noqa: E402
 
 CASES = [
     {"method": "fc", "dim": 2},
@@ -33,10 +33,10 @@ CASES = [
     {"method": "cht", "dim": 2, "protocol": "neurips2025"},
     {"method": "granet", "dim": 2},
     {"method": "chtssn", "dim": 2, "protocol": "neurips2025"},
-    {"method": "set", "dim": 4, "backend": "masked"},
+    {"method": "set", "dim": 4, "storage": "masked"},
     {"method": "rigl", "dim": 4},
     {"method": "cht", "dim": 4},
-    {"method": "set", "dim": 8, "backend": "masked"},
+    {"method": "set", "dim": 8, "storage": "masked"},
 ]
 # The child reports its own peak resident memory when it exits, whatever happened: its high-water mark (VmHWM);
 # ru_maxrss would also count the parent's resident memory at the fork, which Linux carries across exec.
@@ -70,8 +70,8 @@ def main() -> int:
                         "progress": False, **case}
             config = TrainConfig(**settings)
             method = configured_method(config)
-            backend = resolve_backend(config, device, method.sparse)
-            estimate = estimate_run_memory(config, method, device, backend, SPARSE_BACKEND_MAX_DENSITY)
+            storage = resolve_storage(config, device, method.sparse)
+            estimate = estimate_run_memory(config, method, device, storage, SPARSE_STORAGE_MAX_DENSITY)
             flags = [f"--{key.replace('_', '-')}={value}" for key, value in case.items()]
             command = [sys.executable, "-c", CHILD, "train", *flags, f"--epochs={args.epochs}",
                        f"--max-train-samples={args.max_train_samples}", "--device=cpu", "--no-tracking",
@@ -84,13 +84,13 @@ def main() -> int:
             ratio = estimate.total / peak if peak else float("nan")
             ok = result.returncode == 0 and peak is not None and 0.75 <= ratio <= 1.25
             failed |= not ok
-            rows.append({"run": " ".join(f"{k}={v}" for k, v in case.items()), "backend": backend,
+            rows.append({"run": " ".join(f"{k}={v}" for k, v in case.items()), "storage": storage,
                          "estimate_gib": estimate.total / GIB, "measured_gib": (peak or 0) / GIB,
                          "estimate/measured": ratio, "within_25%": ok,
                          "parts_gib": json.dumps({k: round(v / GIB, 3) for k, v in estimate.parts.items()})})
             if result.returncode != 0:
                 print(result.stderr[-2000:], file=sys.stderr)
-    table = markdown_table(rows, ["run", "backend", "estimate_gib", "measured_gib", "estimate/measured", "within_25%",
+    table = markdown_table(rows, ["run", "storage", "estimate_gib", "measured_gib", "estimate/measured", "within_25%",
                                   "parts_gib"])
     heading = (f"{device_name(device)}: peak resident memory of {args.epochs}-epoch runs on "
                f"{args.max_train_samples} training samples against cht.memory's estimate")

@@ -7,7 +7,7 @@ Two measurements (each writes JSON + Markdown to bench/results/):
 * ``--check scale``: an MLP 784 → 3 × ``--width`` (default 65,536) at ``--density`` (default 0.1%), CHT
   (Erdős–Rényi start, as CSTI needs widths that are multiples of the input, SWI, SET removal,
   percolation, CH3-L3 regrowth), trained for one epoch of Fashion-MNIST and then evolved once; reports
-  time and peak resident memory. The masked backend would need ``4 · 2 · width²`` bytes for the two
+  time and peak resident memory. The masked storage would need ``4 · 2 · width²`` bytes for the two
   square layers' weights and masks alone (> 100 GB at 65,536).
 
     python bench/sparse_training.py --check epoch
@@ -48,7 +48,7 @@ def peak_rss_gib() -> float:
 
 def epoch_check(args: argparse.Namespace) -> dict:
     """Seconds of the first epoch of a 2-epoch CHT run (its update follows the first epoch)."""
-    config = TrainConfig(method="cht", dim=2, density=0.01, epochs=2, backend="sparse", device="cpu",
+    config = TrainConfig(method="cht", dim=2, density=0.01, epochs=2, storage="sparse", device="cpu",
                          data_root=args.data_root, data_sources=args.data_source, tracking=False, progress=False)
     with tempfile.TemporaryDirectory() as folder:
         metrics = train(config, folder)
@@ -60,12 +60,12 @@ def epoch_check(args: argparse.Namespace) -> dict:
 
 
 def scale_check(args: argparse.Namespace) -> dict:
-    """One epoch and one CHT update of a very wide MLP on the sparse backend."""
+    """One epoch and one CHT update of a very wide MLP on the sparse storage."""
     prepare_dataset("fashion_mnist", args.data_root, sources=args.data_source)
     x, y = load_tensors("fashion_mnist", args.data_root, train=True, max_samples=args.max_train_samples)
     x_test, y_test = load_tensors("fashion_mnist", args.data_root, train=False)
     torch.manual_seed(0)
-    model = SparseMLP(x[0].numel(), 10, width=args.width, backend="sparse")
+    model = SparseMLP(x[0].numel(), 10, width=args.width, storage="sparse")
     layers = sparse_layers(model)
     shapes = [(layer.in_features, layer.out_features) for layer in layers]
     generator = torch.Generator().manual_seed(0)
@@ -101,7 +101,7 @@ def scale_check(args: argparse.Namespace) -> dict:
             "scoring_seconds": record.seconds.get("scoring", 0.0), "test_accuracy": accuracy,
             "regrown_per_layer": [change.regrown for change in record.layers], "anp": record.anp,
             "peak_rss_gib": peak_rss_gib(),
-            "masked_backend_would_need_gib": 2 * 2 * 4 * args.width**2 / 2**30}
+            "masked_storage_would_need_gib": 2 * 2 * 4 * args.width**2 / 2**30}
 
 
 def main() -> None:

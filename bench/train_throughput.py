@@ -2,8 +2,8 @@
 
 Times full optimiser steps (forward, backward, SGD with momentum and weight decay, the layers'
 invariant) on real Fashion-MNIST batches, side by side in one process: dim 1 and 2, batch 32 and 256,
-and on a CPU with 1 and 2 threads. A density sweep (dim 1, batch 32) locates where the sparse backend
-stops beating the masked one, which sets ``cht.config.SPARSE_BACKEND_MAX_DENSITY``.
+and on a CPU with 1 and 2 threads. A density sweep (dim 1, batch 32) locates where the sparse storage
+stops beating the masked one, which sets ``cht.config.SPARSE_STORAGE_MAX_DENSITY``.
 
     python bench/train_throughput.py [--device auto|cpu|cuda] [--steps 100] [--out bench/results]
 """
@@ -27,13 +27,13 @@ from cht.sparse import after_optimizer_step, sparse_layers  # noqa: E402
 from cht.train import build_sparse_topology  # noqa: E402
 
 
-def measure(method: str, backend: str, dim: int, density: float, batch_size: int, inputs: torch.Tensor,
+def measure(method: str, storage: str, dim: int, density: float, batch_size: int, inputs: torch.Tensor,
             targets: torch.Tensor, device: torch.device, steps: int, data_root: str) -> float:
     """Samples per second of ``steps`` training steps (median of 3 after a warm-up)."""
     config = TrainConfig(method=method, dim=dim, density=density, batch_size=batch_size, device=str(device),
                          data_root=data_root, tracking=False, progress=False)
     spec = DATASETS[config.dataset]
-    model = build_model("mlp", spec.input_shape, spec.num_classes, dim=dim, sparse=method != "fc", backend=backend)
+    model = build_model("mlp", spec.input_shape, spec.num_classes, dim=dim, sparse=method != "fc", storage=storage)
     build_sparse_topology(model, config, inputs)
     model.to(device)
     layers = sparse_layers(model)
@@ -73,9 +73,9 @@ def main() -> None:
         torch.set_num_threads(threads)
         for dim in (1, 2):
             for batch_size in (32, 256):
-                speeds = {name: measure(method, backend, dim, 0.01, batch_size, inputs, targets, device,
+                speeds = {name: measure(method, storage, dim, 0.01, batch_size, inputs, targets, device,
                                         args.steps, args.data_root)
-                          for name, method, backend in (("fc", "fc", "masked"), ("masked", "static", "masked"),
+                          for name, method, storage in (("fc", "fc", "masked"), ("masked", "static", "masked"),
                                                         ("sparse", "static", "sparse"))}
                 rows.append({"device": device_name(device), "threads": threads, "dim": dim, "batch": batch_size,
                              "fc_samples_per_s": speeds["fc"], "masked_1pct_samples_per_s": speeds["masked"],
@@ -83,8 +83,8 @@ def main() -> None:
                              "sparse_over_masked": speeds["sparse"] / speeds["masked"],
                              "sparse_over_fc": speeds["sparse"] / speeds["fc"]})
         for density in (float(d) for d in args.densities.split(",")):
-            masked, sparse = (measure("static", backend, 1, density, 32, inputs, targets, device, args.steps,
-                                      args.data_root) for backend in ("masked", "sparse"))
+            masked, sparse = (measure("static", storage, 1, density, 32, inputs, targets, device, args.steps,
+                                      args.data_root) for storage in ("masked", "sparse"))
             sweep.append({"device": device_name(device), "threads": threads, "density": density,
                           "masked_samples_per_s": masked, "sparse_samples_per_s": sparse,
                           "sparse_over_masked": sparse / masked})

@@ -85,9 +85,9 @@ def _registry(module: str, name: str) -> Callable[[], list[str]]:
 AUTOMATIC_FIELDS = frozenset({"augment", "mixed_precision", "channels_last", "early_stop"})
 
 
-# At or below this density the sparse backend trains faster than the masked one on a CPU
-# (bench/train_throughput.py: paper MLP, batch 32 and 256, 1 and 2 threads): `backend: auto` stores by it.
-SPARSE_BACKEND_MAX_DENSITY = 0.1
+# At or below this density the sparse storage trains faster than the masked one on a CPU
+# (bench/train_throughput.py: paper MLP, batch 32 and 256, 1 and 2 threads): `storage: auto` stores by it.
+SPARSE_STORAGE_MAX_DENSITY = 0.1
 
 
 @dataclass
@@ -126,8 +126,8 @@ class TrainConfig:
                                       minimum=0, maximum=1)
     device: str = option("auto", "auto (CUDA when present), cpu, mps, cuda or cuda:N",
                          pattern="^(auto|cpu|mps|cuda(:[0-9]+)?)$", observation=True)
-    backend: str = option("auto", "sparse-layer storage: auto (on a CPU each layer sparse while its density <= "
-                                  f"{SPARSE_BACKEND_MAX_DENSITY} and masked above; masked on a GPU), "
+    storage: str = option("auto", "sparse-layer storage: auto (on a CPU each layer sparse while its density <= "
+                                  f"{SPARSE_STORAGE_MAX_DENSITY} and masked above; masked on a GPU), "
                                   "masked (dense weight and mask) or sparse (links only, O(batch x links) kernels)",
                           choices=["auto", "masked", "sparse"], observation=True)
     max_train_samples: int | None = option(None, "use only the first N training samples", minimum=1)

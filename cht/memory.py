@@ -12,7 +12,7 @@ The estimate adds, in bytes (the constants were fitted to peaks measured on the 
 * ``dense layers``: weight, gradient and momentum of every dense parameter;
 * ``sparse layers``: on the masked storage a dense weight, its gradient, momentum and mask per position;
   on the sparse storage values, gradient, momentum and the link indices of both orientations per link;
-  at the method's initial density (GraNet, GMP, CHTss start denser), with ``backend: auto`` choosing per
+  at the method's initial density (GraNet, GMP, CHTss start denser), with ``storage: auto`` choosing per
   layer as training does;
 * ``activations``: the batch's activations and their gradients;
 * ``evolution``: the largest transient of a topology update, on the largest layer (CH scores, dense
@@ -91,7 +91,7 @@ def layer_shapes(config: TrainConfig, sparse: bool) -> tuple[list[tuple[int, int
     return shapes, dense, widths
 
 
-def estimate_run_memory(config: TrainConfig, method: Method, device: torch.device, backend: str,
+def estimate_run_memory(config: TrainConfig, method: Method, device: torch.device, storage: str,
                         sparse_max_density: float) -> MemoryEstimate:
     """The run's peak memory on ``device`` (host memory for a CPU run, device memory for CUDA)."""
     from cht.data import DATASETS
@@ -116,12 +116,12 @@ def estimate_run_memory(config: TrainConfig, method: Method, device: torch.devic
     if method.sparse and shapes:
         initial = method.initial_density(config.density)
         links = link_counts([(cols, rows) for rows, cols in shapes], initial, config.density_distribution)
-        storage = 0
+        layer_bytes = 0
         for count, total in zip(links, positions):
-            masked = backend == "masked" or (backend == "auto" and count / total > sparse_max_density)
-            storage += (MASKED_BYTES_PER_POSITION * total + LINK_INDEX_BYTES * count if masked
-                        else SPARSE_BYTES_PER_LINK * count)
-        estimate.parts["sparse layers"] = storage
+            masked = storage == "masked" or (storage == "auto" and count / total > sparse_max_density)
+            layer_bytes += (MASKED_BYTES_PER_POSITION * total + LINK_INDEX_BYTES * count if masked
+                            else SPARSE_BYTES_PER_LINK * count)
+        estimate.parts["sparse layers"] = layer_bytes
         if method.evolves:
             rule = method.regrowth
             per_position = (CH_BYTES_PER_POSITION if isinstance(rule, (CHRegrowth, SoftCHRegrowth))
@@ -149,14 +149,14 @@ def available_memory(device: torch.device) -> tuple[int, str]:
     return min(known) if known else (0, "unknown")
 
 
-def check_run_memory(estimate: MemoryEstimate, available: tuple[int, str], backend: str) -> None:
+def check_run_memory(estimate: MemoryEstimate, available: tuple[int, str], storage: str) -> None:
     """Raise :class:`MemoryRequirementError` when the estimate exceeds what is available."""
     limit, source = available
     if limit <= 0 or estimate.total <= limit:
         return
     fixes = ["a smaller --dim", "a smaller --batch-size"]
-    if backend in ("masked", "auto") and "sparse layers" in estimate.parts:
-        fixes.insert(0, "--backend sparse")
+    if storage in ("masked", "auto") and "sparse layers" in estimate.parts:
+        fixes.insert(0, "--storage sparse")
     raise MemoryRequirementError(
         f"this run needs about {estimate.describe()} of memory on {estimate.device}, but {limit / GIB:.1f} GiB is "
         f"available ({source}); use {', '.join(fixes[:-1])} or {fixes[-1]}")

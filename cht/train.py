@@ -3,7 +3,7 @@ checkpoints are :mod:`cht.run.lifecycle`'s).
 
 A step: a shuffled mini-batch from the run's batch source (in-memory tensors, or a DataLoader for
 image-scale data; see :mod:`cht.data.batches`), SGD with momentum, and the sparse layers' invariant
-restored after it. Sparse layers are stored as the run's ``backend`` says (:func:`store_layers`).
+restored after it. Sparse layers are stored as the run's ``storage`` says (:func:`store_layers`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cht.config import SPARSE_BACKEND_MAX_DENSITY, TrainConfig, training_run_name
+from cht.config import SPARSE_STORAGE_MAX_DENSITY, TrainConfig, training_run_name
 from cht.data import DATASETS, dataset_checksum, prepare_dataset
 from cht.data.batches import BatchSource, TensorBatches, batch_sources
 from cht.dst import EarlyStop, Method, resolve_method
@@ -81,28 +81,28 @@ def final_link_counts(model: nn.Module, config: TrainConfig) -> list[int]:
     return link_counts(shapes, config.density, config.density_distribution)
 
 
-def resolve_backend(config: TrainConfig, device: torch.device, sparse: bool = True) -> str:
-    """The storage backend of the sparse layers. ``auto`` on a CPU stays ``auto``: each layer is stored
-    sparse while its density is at most ``SPARSE_BACKEND_MAX_DENSITY`` and masked above it
+def resolve_storage(config: TrainConfig, device: torch.device, sparse: bool = True) -> str:
+    """The storage of the sparse layers. ``auto`` on a CPU stays ``auto``: each layer is stored
+    sparse while its density is at most ``SPARSE_STORAGE_MAX_DENSITY`` and masked above it
     (:func:`store_layers`), so GraNet and CHTss, which start at 50%, train masked until their
     density schedule has thinned a layer. On other devices ``auto`` is masked. A dense model
     (``sparse=False``) has no sparse layers: ``dense``."""
     if not sparse:
         return "dense"
-    if config.backend != "auto":
-        return config.backend
+    if config.storage != "auto":
+        return config.storage
     return "auto" if device.type == "cpu" else "masked"
 
 
-def store_layers(layers: list, backend: str, optimizer: torch.optim.Optimizer | None = None) -> None:
-    """Store the layers by ``backend``, carrying weights and optimiser state across. ``auto`` stores each
+def store_layers(layers: list, storage: str, optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Store the layers by ``storage``, carrying weights and optimiser state across. ``auto`` stores each
     one the way that trains it fastest on a CPU at its current density (the crossover measured by
     ``bench/train_throughput.py``)."""
     for layer in layers:
-        if backend == "auto":
-            layer.to_backend("sparse" if layer.density <= SPARSE_BACKEND_MAX_DENSITY else "masked", optimizer)
-        elif backend != "dense":
-            layer.to_backend(backend, optimizer)
+        if storage == "auto":
+            layer.to_storage("sparse" if layer.density <= SPARSE_STORAGE_MAX_DENSITY else "masked", optimizer)
+        elif storage != "dense":
+            layer.to_storage(storage, optimizer)
 
 
 def build_sparse_topology(model: nn.Module, config: TrainConfig, train_inputs: torch.Tensor | None) -> None:
@@ -179,22 +179,22 @@ class BuiltRun:
 
 
 def build_run(config: TrainConfig, method: Method, x_train: torch.Tensor | None,
-              backend: str = "masked") -> BuiltRun:
+              storage: str = "masked") -> BuiltRun:
     """Build the model and its initial topology on the CPU (seed the generators first: the build draws), its
-    sparse layers stored by ``backend``."""
+    sparse layers stored by ``storage``."""
     spec = DATASETS[config.dataset]
     model = build_model(config.model, spec.input_shape, spec.num_classes, dim=config.dim, sparse=method.sparse,
-                        backend="masked" if backend in ("dense", "auto") else backend)
+                        storage="masked" if storage in ("dense", "auto") else storage)
     build_sparse_topology(model, config, x_train)
     layers = sparse_layers(model)
-    store_layers(layers, backend)
+    store_layers(layers, storage)
     return BuiltRun(model, layers, [layer.n_links for layer in layers], layer_adjacencies(layers),
                     final_link_counts(model, config))
 
 
-def run_params(config: TrainConfig, method: Method, device: torch.device, backend: str) -> dict[str, Any]:
+def run_params(config: TrainConfig, method: Method, device: torch.device, storage: str) -> dict[str, Any]:
     """What the run actually uses (mlflow params and the ``config`` block of ``metrics.json``)."""
-    return {**resolved_params(config, method, device), "backend": backend}
+    return {**resolved_params(config, method, device), "storage": storage}
 
 
 class SingleStepper:
@@ -202,19 +202,19 @@ class SingleStepper:
 
     name: str
 
-    def __init__(self, config: TrainConfig, built: BuiltRun, data: RunData, device: torch.device, backend: str,
+    def __init__(self, config: TrainConfig, built: BuiltRun, data: RunData, device: torch.device, storage: str,
                  state: dict[str, Any] | None = None) -> None:
         """Move the freshly built run to ``device``; with ``state`` (a checkpoint's ``stepper`` entry), continue
         from it (model first: sparse layers get new parameters, which the optimiser is then built over)."""
         self.config, self.model, self.layers, self.data = config, built.model, built.layers, data
-        self.device, self.backend, self.name = device, backend, config.method
+        self.device, self.storage, self.name = device, storage, config.method
         self.model.to(device)
         data.train.to(device)
         data.test.to(device)
         configure_performance(self.model, device, config.mixed_precision, config.channels_last)
         if state is not None:
             self.model.load_state_dict(state["model"])
-            store_layers(self.layers, backend)  # as the checkpointed run stored them at this density
+            store_layers(self.layers, storage)  # as the checkpointed run stored them at this density
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=epoch_lr(0, config), momentum=config.momentum,
                                          weight_decay=config.weight_decay)
         if state is not None:
@@ -253,9 +253,9 @@ class SingleStepper:
         return [evaluate(self.model, self.data.test)]
 
     def after_update(self, index: int) -> None:
-        """With ``backend: auto`` each layer moves to the storage that suits its new density."""
-        if self.backend == "auto":
-            store_layers(self.layers, self.backend, self.optimizer)
+        """With ``storage: auto`` each layer moves to the storage that suits its new density."""
+        if self.storage == "auto":
+            store_layers(self.layers, self.storage, self.optimizer)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
@@ -273,14 +273,14 @@ def train(config: TrainConfig, out_dir: str | Path, tracker: Tracker | None = No
         tracker.run_name = tracker.run_name or training_run_name(config)
         tracker.spool_path = tracker.spool_path or out_dir / RUN_SPOOL
         method = configured_method(config)
-        backend = resolve_backend(config, device, method.sparse)
-        check_run_memory(estimate_run_memory(config, method, device, backend, SPARSE_BACKEND_MAX_DENSITY),
-                         available_memory(device), backend)
+        storage = resolve_storage(config, device, method.sparse)
+        check_run_memory(estimate_run_memory(config, method, device, storage, SPARSE_STORAGE_MAX_DENSITY),
+                         available_memory(device), storage)
         data = load_run_data(config)
-        built = build_run(config, method, data.train_inputs, backend)
+        built = build_run(config, method, data.train_inputs, storage)
         state = read_checkpoint(out_dir / CHECKPOINT, [config])
-        stepper = SingleStepper(config, built, data, device, backend, state and state["stepper"])
+        stepper = SingleStepper(config, built, data, device, storage, state and state["stepper"])
         run = Run.start(config, method, stepper.layers, stepper.optimizer, out_dir, tracker, built.initial_masks,
-                        built.final_links, run_params(config, method, device, backend), device)
+                        built.final_links, run_params(config, method, device, storage), device)
         (metrics,) = train_runs(stepper, [run], out_dir / CHECKPOINT, state, data.checksum)
         return metrics

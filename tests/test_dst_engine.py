@@ -1,7 +1,7 @@
 """The evolution engine: link counts, weight and optimiser-state semantics, percolation, early stop.
 
 Every registered method runs on a tiny MLP (20 inputs, hidden width 40) for several updates, on both
-storage backends of the sparse layers.
+storages of the sparse layers.
 """
 
 import itertools
@@ -17,14 +17,14 @@ from cht.dst.removal import RemovalContext
 from cht.init import init_topology, init_weights
 from cht.init.topology import InitContext, erdos_renyi_links
 from cht.models import build_mlp
-from cht.sparse import BACKENDS, after_optimizer_step, link_counts, sparse_layers
+from cht.sparse import STORAGES, after_optimizer_step, link_counts, sparse_layers
 from cht.sparse import links as L
 
 INPUT_SHAPE = (1, 4, 5)
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
+@pytest.fixture(params=STORAGES)
+def storage(request) -> str:
     return request.param
 
 
@@ -35,7 +35,7 @@ def random_topology(layer, n_links: int, generator: torch.Generator) -> None:
 
 
 def link_state(layer, optimizer, key: str) -> torch.Tensor:
-    """An optimiser state tensor of the layer at its links (either backend's layout)."""
+    """An optimiser state tensor of the layer at its links (either storage's layout)."""
     return layer.state_in_layout(optimizer.state[layer.parameter][key], "sparse")
 
 
@@ -54,10 +54,10 @@ def reference_set_removal(weight: torch.Tensor, mask: torch.Tensor, zeta: float)
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("zeta", [0.0, 0.3, 1.0])
-def test_set_removal_matches_reference(seed: int, zeta: float, backend: str) -> None:
+def test_set_removal_matches_reference(seed: int, zeta: float, storage: str) -> None:
     generator = torch.Generator().manual_seed(seed)
     layer = sparse_layers(build_mlp((1, 3, 4), num_classes=3, dim=2))[1]
-    layer.to_backend(backend)
+    layer.to_storage(storage)
     links = erdos_renyi_links(24, 24, 100, InitContext(0, generator))
     layer.set_links(links, torch.randn(100, generator=generator))
     removed = MagnitudeRemoval()(layer, zeta, RemovalContext(progress=0.0, generator=generator))
@@ -65,13 +65,13 @@ def test_set_removal_matches_reference(seed: int, zeta: float, backend: str) -> 
     assert removed.shape == layer.links.shape and pairs(layer.links[removed], 24) == expected
 
 
-def make_engine(method_name: str, backend: str, seed: int = 0, dim: int = 1, density: float = 0.2):
+def make_engine(method_name: str, storage: str, seed: int = 0, dim: int = 1, density: float = 0.2):
     generator = torch.Generator().manual_seed(seed)
     model = build_mlp((1, 4, 5), num_classes=4, dim=dim)
     layers = sparse_layers(model)
     for layer in layers:
         random_topology(layer, round(density * layer.in_features * layer.out_features), generator)
-        layer.to_backend(backend)
+        layer.to_storage(storage)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return model, layers, optimizer, Evolution(get_method(method_name), layers, optimizer, generator)
 
@@ -84,8 +84,8 @@ def train_a_little(model, optimizer, steps: int = 3) -> None:
         after_optimizer_step(sparse_layers(model))
 
 
-def test_set_update_keeps_link_counts_and_zero_initialises_new_links(backend: str) -> None:
-    model, layers, optimizer, evolution = make_engine("set", backend)
+def test_set_update_keeps_link_counts_and_zero_initialises_new_links(storage: str) -> None:
+    model, layers, optimizer, evolution = make_engine("set", storage)
     targets = [layer.n_links for layer in layers]
     for update in range(5):
         train_a_little(model, optimizer)
@@ -105,15 +105,15 @@ def test_set_update_keeps_link_counts_and_zero_initialises_new_links(backend: st
             assert torch.all(layer.dense_weight()[~layer.adjacency.t()] == 0)
             momentum = link_state(layer, optimizer, "momentum_buffer")
             assert torch.all(momentum[new] == 0) and torch.equal(momentum[~new], old_momentum[slot])
-            if backend == "masked":
+            if storage == "masked":
                 assert torch.all(optimizer.state[layer.weight]["momentum_buffer"][~layer.mask] == 0)
 
 
-def test_same_seed_gives_identical_links(backend: str) -> None:
+def test_same_seed_gives_identical_links(storage: str) -> None:
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
-        model, layers, optimizer, evolution = make_engine("set", backend, seed=7)
+        model, layers, optimizer, evolution = make_engine("set", storage, seed=7)
         train_a_little(model, optimizer)
         evolution.update(progress=0.5, epoch=1, step=1)
         runs.append([layer.links.clone() for layer in layers])
@@ -197,9 +197,9 @@ def test_static_and_fc_never_evolve() -> None:
 
 
 def build_for_method(method: Method, seed: int = 0, density: float = 0.1, optimizer_name: str = "sgd",
-                     backend: str = "masked"):
+                     storage: str = "masked"):
     """Initialise a tiny MLP as the training loop does: method's inits at its initial density, then the
-    storage backend, then the optimiser."""
+    storage, then the optimiser."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randn(64, *INPUT_SHAPE, generator=generator)
@@ -210,7 +210,7 @@ def build_for_method(method: Method, seed: int = 0, density: float = 0.1, optimi
         context = InitContext(index, generator, {"train_inputs": inputs})
         links = init_topology(method.topology_init, *shapes[index], n_links, context)
         layer.set_links(links, init_weights(method.weight_init, layer.shape, links, generator))
-        layer.to_backend(backend)
+        layer.to_storage(storage)
     optimizer = (torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if optimizer_name == "sgd"
                  else torch.optim.Adam(model.parameters(), lr=0.01))
     evolution = Evolution(method, layers, optimizer, torch.Generator().manual_seed(seed + 1),
@@ -238,9 +238,9 @@ def test_registry_holds_the_required_methods() -> None:
 
 
 @pytest.mark.parametrize("name", EXACT_COUNT_METHODS)
-def test_link_counts_follow_the_schedule_exactly_at_every_update(name: str, backend: str) -> None:
+def test_link_counts_follow_the_schedule_exactly_at_every_update(name: str, storage: str) -> None:
     method = get_method(name)
-    model, layers, optimizer, evolution, inputs = build_for_method(method, backend=backend)
+    model, layers, optimizer, evolution, inputs = build_for_method(method, storage=storage)
     updates = 8
     for update in range(1, updates + 1):
         train_steps(model, optimizer, evolution, inputs)
@@ -258,9 +258,9 @@ def test_link_counts_follow_the_schedule_exactly_at_every_update(name: str, back
 
 @pytest.mark.parametrize("name", EVOLVING)
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
-def test_weights_and_optimiser_state_follow_the_new_links(name: str, optimizer_name: str, backend: str) -> None:
+def test_weights_and_optimiser_state_follow_the_new_links(name: str, optimizer_name: str, storage: str) -> None:
     model, layers, optimizer, evolution, inputs = build_for_method(get_method(name), optimizer_name=optimizer_name,
-                                                                   backend=backend)
+                                                                   storage=storage)
     keys = ["momentum_buffer"] if optimizer_name == "sgd" else ["exp_avg", "exp_avg_sq"]
     for update in range(1, 4):
         train_steps(model, optimizer, evolution, inputs)
@@ -281,15 +281,15 @@ def test_weights_and_optimiser_state_follow_the_new_links(name: str, optimizer_n
                 state = link_state(layer, optimizer, key)
                 assert torch.all(state[new | restarted] == 0)
                 assert torch.equal(state[carried], states[key][slot[carried]])
-                if backend == "masked":
+                if storage == "masked":
                     assert torch.all(optimizer.state[layer.weight][key][~layer.mask] == 0)
 
 
 @pytest.mark.parametrize("name", EVOLVING)
-def test_same_seed_gives_identical_links_for_every_method(name: str, backend: str) -> None:
+def test_same_seed_gives_identical_links_for_every_method(name: str, storage: str) -> None:
     runs = []
     for _ in range(2):
-        model, layers, optimizer, evolution, inputs = build_for_method(get_method(name), seed=3, backend=backend)
+        model, layers, optimizer, evolution, inputs = build_for_method(get_method(name), seed=3, storage=storage)
         for update in range(1, 3):
             train_steps(model, optimizer, evolution, inputs)
             evolution.update(update / 3, epoch=update, step=update)
@@ -298,12 +298,12 @@ def test_same_seed_gives_identical_links_for_every_method(name: str, backend: st
 
 
 @pytest.mark.parametrize("name", ["set", "rigl", "mest", "cht", "chtss"])
-def test_both_backends_evolve_the_same_topology(name: str) -> None:
-    """The backends compute the same function, so the same seed gives the same links and nearly the same
+def test_both_storages_evolve_the_same_topology(name: str) -> None:
+    """The storages compute the same function, so the same seed gives the same links and nearly the same
     weights."""
     runs = []
-    for backend in BACKENDS:
-        model, layers, optimizer, evolution, inputs = build_for_method(get_method(name), seed=4, backend=backend)
+    for storage in STORAGES:
+        model, layers, optimizer, evolution, inputs = build_for_method(get_method(name), seed=4, storage=storage)
         for update in range(1, 4):
             train_steps(model, optimizer, evolution, inputs)
             evolution.update(update / 4, epoch=update, step=update)
@@ -313,9 +313,9 @@ def test_both_backends_evolve_the_same_topology(name: str) -> None:
         assert torch.allclose(values_a, values_b, rtol=1e-4, atol=1e-6)
 
 
-def test_iclr_selection_regrows_towards_the_target_without_pruning(backend: str) -> None:
+def test_iclr_selection_regrows_towards_the_target_without_pruning(storage: str) -> None:
     """The faithful ICLR rule may miss the target by the ties it adds; the next step aims at it again."""
-    model, layers, optimizer, evolution, inputs = build_for_method(get_method("cht_iclr"), backend=backend)
+    model, layers, optimizer, evolution, inputs = build_for_method(get_method("cht_iclr"), storage=storage)
     for update in range(1, 6):
         train_steps(model, optimizer, evolution, inputs)
         before = [layer.n_links for layer in layers]
@@ -351,8 +351,8 @@ class ScriptedRegrowth:
         return L.random_free_positions(layer.shape, layer.links, n, context.generator)
 
 
-def scripted_engine(plan: list[set[int]], early_stop: EarlyStop | None, backend: str, **method_fields):
-    model, layers, optimizer, _, inputs = build_for_method(get_method("set"), backend=backend)
+def scripted_engine(plan: list[set[int]], early_stop: EarlyStop | None, storage: str, **method_fields):
+    model, layers, optimizer, _, inputs = build_for_method(get_method("set"), storage=storage)
     rule = ScriptedRegrowth(layers, plan)
     method = Method("scripted", "test", removal=MagnitudeRemoval(), regrowth=rule, early_stop=early_stop,
                     **method_fields)
@@ -365,8 +365,8 @@ def scripted_engine(plan: list[set[int]], early_stop: EarlyStop | None, backend:
                                                final_links=final), inputs
 
 
-def test_removed_then_regrown_links_keep_their_weight_and_state(backend: str) -> None:
-    model, layers, optimizer, evolution, inputs = scripted_engine([{0, 1, 2}], early_stop=None, backend=backend)
+def test_removed_then_regrown_links_keep_their_weight_and_state(storage: str) -> None:
+    model, layers, optimizer, evolution, inputs = scripted_engine([{0, 1, 2}], early_stop=None, storage=storage)
     train_steps(model, optimizer, evolution, inputs)
     links = [layer.links.clone() for layer in layers]
     values = [layer.link_values().clone() for layer in layers]
@@ -378,11 +378,11 @@ def test_removed_then_regrown_links_keep_their_weight_and_state(backend: str) ->
         assert torch.equal(link_state(layer, optimizer, "momentum_buffer"), momentum)
 
 
-def test_early_stop_needs_every_layer_at_once_unless_sticky(backend: str) -> None:
+def test_early_stop_needs_every_layer_at_once_unless_sticky(storage: str) -> None:
     plan = [{0, 1}, {2}, {0, 1, 2}]
     for sticky, frozen_after in [(False, 3), (True, 2)]:
         model, layers, optimizer, evolution, inputs = scripted_engine(plan, EarlyStop(0.9, sticky=sticky),
-                                                                      backend=backend)
+                                                                      storage=storage)
         for update in range(1, 4):
             train_steps(model, optimizer, evolution, inputs)
             record = evolution.update(update / 10, epoch=update, step=update)
@@ -392,9 +392,9 @@ def test_early_stop_needs_every_layer_at_once_unless_sticky(backend: str) -> Non
         assert not evolution.due(5, 10, 5, 10, epoch_end=True)
 
 
-def test_early_stop_waits_for_the_density_schedule(backend: str) -> None:
+def test_early_stop_waits_for_the_density_schedule(storage: str) -> None:
     model, layers, optimizer, evolution, inputs = scripted_engine(
-        [{0, 1, 2}], EarlyStop(0.5), backend=backend, density=SigmoidDensity(start=0.5, end=0.5))
+        [{0, 1, 2}], EarlyStop(0.5), storage=storage, density=SigmoidDensity(start=0.5, end=0.5))
     for progress, frozen in [(0.2, False), (0.4, False), (0.6, True)]:
         train_steps(model, optimizer, evolution, inputs)
         record = evolution.update(progress, epoch=1, step=1)
@@ -402,8 +402,8 @@ def test_early_stop_waits_for_the_density_schedule(backend: str) -> None:
         assert [c.links for c in record.layers] == evolution.target_links(progress)
 
 
-def test_percolation_counts_and_logged_phases(backend: str) -> None:
-    model, layers, optimizer, evolution, inputs = build_for_method(get_method("cht"), density=0.03, backend=backend)
+def test_percolation_counts_and_logged_phases(storage: str) -> None:
+    model, layers, optimizer, evolution, inputs = build_for_method(get_method("cht"), density=0.03, storage=storage)
     train_steps(model, optimizer, evolution, inputs)
     before = [layer.links.clone() for layer in layers]
     record = evolution.update(0.5, epoch=1, step=1)
@@ -434,8 +434,8 @@ def test_final_links_must_fit_the_layers() -> None:
 
 
 @pytest.mark.parametrize("name", ["granet", "chtss"])
-def test_a_run_too_short_for_its_density_schedule_still_ends_on_target(name: str, backend: str) -> None:
-    model, layers, optimizer, evolution, inputs = build_for_method(get_method(name), backend=backend)
+def test_a_run_too_short_for_its_density_schedule_still_ends_on_target(name: str, storage: str) -> None:
+    model, layers, optimizer, evolution, inputs = build_for_method(get_method(name), storage=storage)
     total_epochs, updates = 3, 0
     for epoch in range(1, total_epochs + 1):
         train_steps(model, optimizer, evolution, inputs)
@@ -458,11 +458,11 @@ def largest_magnitudes(layer, count: int) -> set[tuple[int, int]]:
     return set(links[:count])
 
 
-def test_surplus_removal_keeps_the_strongest_target_links_and_regrows_the_extra(backend: str) -> None:
+def test_surplus_removal_keeps_the_strongest_target_links_and_regrows_the_extra(storage: str) -> None:
     method = Method("em_s", "test", removal=MagnitudeTopKRemoval(), regrowth=RandomRegrowth(),
                     density=ExtraDensity(extra=0.05, half_at=0.45, end=0.75),
                     schedule=EvolutionSchedule(zeta_decay="surplus", end_fraction=0.75))
-    model, layers, optimizer, evolution, inputs = build_for_method(method, density=0.02, backend=backend)
+    model, layers, optimizer, evolution, inputs = build_for_method(method, density=0.02, storage=storage)
     positions = [layer.in_features * layer.out_features for layer in layers]
     final = evolution.final_links
     surplus = [layer.n_links - count for layer, count in zip(layers, final)]
@@ -478,10 +478,10 @@ def test_surplus_removal_keeps_the_strongest_target_links_and_regrows_the_extra(
     assert [layer.n_links for layer in layers] == final
 
 
-def test_pruning_without_regrowth_keeps_the_largest_weights_on_the_cubic_schedule(backend: str) -> None:
+def test_pruning_without_regrowth_keeps_the_largest_weights_on_the_cubic_schedule(storage: str) -> None:
     method = get_method("gmp")
     assert method.removal is None and method.regrowth is None and method.evolves
-    model, layers, optimizer, evolution, inputs = build_for_method(method, density=0.05, backend=backend)
+    model, layers, optimizer, evolution, inputs = build_for_method(method, density=0.05, storage=storage)
     for update in range(1, 5):
         train_steps(model, optimizer, evolution, inputs)
         progress = update / 5
@@ -505,9 +505,9 @@ class TieGrowth:
         return L.merge(dropped, extra)
 
 
-def test_early_stop_overlap_is_counted_over_the_links_requested(backend: str) -> None:
+def test_early_stop_overlap_is_counted_over_the_links_requested(storage: str) -> None:
     """The releases divide the re-grown removed links by the links asked for, not by those grown."""
-    model, layers, optimizer, _, inputs = build_for_method(get_method("set"), backend=backend)
+    model, layers, optimizer, _, inputs = build_for_method(get_method("set"), storage=storage)
     method = Method("ties", "test", removal=MagnitudeRemoval(), regrowth=TieGrowth(), early_stop=EarlyStop(0.9))
     evolution = Evolution(method, layers, optimizer, torch.Generator().manual_seed(3))
     train_steps(model, optimizer, evolution, inputs)

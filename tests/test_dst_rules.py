@@ -1,4 +1,4 @@
-"""Removal and regrowth rules against slow, obvious reference implementations, on both storage backends.
+"""Removal and regrowth rules against slow, obvious reference implementations, on both storages.
 
 References work on dense ``(out, in)`` matrices and ``(out, in)`` pairs; rules speak in links (removal:
 a boolean vector over the layer's links; regrowth: sorted positions ``o * n_in + i``).
@@ -14,27 +14,27 @@ from cht.dst import (CHRegrowth, GradientRegrowth, MagnitudeTopKRemoval, MESTRem
                      RegrowthContext, RelativeImportanceRemoval, SoftCHRegrowth, SoftRemoval)
 from cht.dst.removal import RemovalContext
 from cht.init.topology import InitContext, erdos_renyi_links
-from cht.sparse import BACKENDS, SparseLinear
+from cht.sparse import STORAGES, SparseLinear
 from cht.sparse import links as L
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
+@pytest.fixture(params=STORAGES)
+def storage(request) -> str:
     return request.param
 
 
-def layer_with(n_in: int, n_out: int, links: torch.Tensor, values: torch.Tensor, backend: str) -> SparseLinear:
-    layer = SparseLinear(n_in, n_out, backend=backend)
+def layer_with(n_in: int, n_out: int, links: torch.Tensor, values: torch.Tensor, storage: str) -> SparseLinear:
+    layer = SparseLinear(n_in, n_out, storage=storage)
     layer.set_links(links, values)
     return layer
 
 
-def random_layer(n_in: int, n_out: int, n_links: int, seed: int, backend: str,
+def random_layer(n_in: int, n_out: int, n_links: int, seed: int, storage: str,
                  with_gradient: bool = False) -> SparseLinear:
     """Random links and weights; with a dense gradient captured from one backward pass when asked."""
     generator = torch.Generator().manual_seed(seed)
     links = erdos_renyi_links(n_in, n_out, n_links, InitContext(0, generator))
-    layer = layer_with(n_in, n_out, links, torch.randn(n_links, generator=generator), backend)
+    layer = layer_with(n_in, n_out, links, torch.randn(n_links, generator=generator), storage)
     if with_gradient:
         layer.capture_gradient(True)
         inputs = torch.randn(6, n_in, generator=generator)
@@ -76,8 +76,8 @@ def context(seed: int = 0, progress: float = 0.0) -> RemovalContext:
 
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("fraction", [0.0, 0.3, 1.0])
-def test_magnitude_top_k_removal_matches_reference(seed: int, fraction: float, backend: str) -> None:
-    layer = random_layer(12, 9, 40, seed, backend)
+def test_magnitude_top_k_removal_matches_reference(seed: int, fraction: float, storage: str) -> None:
+    layer = random_layer(12, 9, 40, seed, storage)
     weight = layer.dense_weight()
     removed = MagnitudeTopKRemoval()(layer, fraction, context())
     assert removed_pairs(layer, removed) == lowest(layer, lambda l: abs(weight[l].item()), round(fraction * 40))
@@ -87,16 +87,16 @@ def test_magnitude_top_k_removal_matches_reference(seed: int, fraction: float, b
 
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("factor", [0.0, 0.01, 10.0])
-def test_mest_removal_matches_reference(seed: int, factor: float, backend: str) -> None:
-    layer = random_layer(10, 14, 50, seed, backend, with_gradient=True)
+def test_mest_removal_matches_reference(seed: int, factor: float, storage: str) -> None:
+    layer = random_layer(10, 14, 50, seed, storage, with_gradient=True)
     weight, gradient = layer.dense_weight(), layer.dense_gradient()
     removed = MESTRemoval(gradient_factor=factor)(layer, 0.3, context())
     expected = lowest(layer, lambda l: abs(weight[l].item()) + factor * abs(gradient[l].item()), 15)
     assert removed_pairs(layer, removed) == expected
 
 
-def test_mest_and_gradient_rules_explain_a_missing_gradient(backend: str) -> None:
-    layer = random_layer(5, 5, 10, 0, backend)
+def test_mest_and_gradient_rules_explain_a_missing_gradient(storage: str) -> None:
+    layer = random_layer(5, 5, 10, 0, storage)
     with pytest.raises(RuntimeError, match="needs_dense_grad"):
         MESTRemoval()(layer, 0.3, context())
     regrowth_context = RegrowthContext(survivors=layer.links, progress=0.0, generator=torch.Generator())
@@ -105,8 +105,8 @@ def test_mest_and_gradient_rules_explain_a_missing_gradient(backend: str) -> Non
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_relative_importance_removal_matches_reference(seed: int, backend: str) -> None:
-    layer = random_layer(8, 11, 30, seed, backend)
+def test_relative_importance_removal_matches_reference(seed: int, storage: str) -> None:
+    layer = random_layer(8, 11, 30, seed, storage)
     weight = layer.dense_weight()
 
     def importance(link: tuple[int, int]) -> float:
@@ -120,9 +120,9 @@ def test_relative_importance_removal_matches_reference(seed: int, backend: str) 
     assert removed_pairs(layer, removed) == lowest(layer, importance, 15)
 
 
-def test_soft_removal_keeps_links_with_probability_proportional_to_magnitude_power(backend: str) -> None:
+def test_soft_removal_keeps_links_with_probability_proportional_to_magnitude_power(storage: str) -> None:
     """Keep 1 of 2 links with |w| = 1 and 2: P(keep the larger) = 2^T / (1 + 2^T), T = 1 → 3."""
-    layer = layer_with(2, 1, torch.tensor([0, 1]), torch.tensor([1.0, -2.0]), backend)
+    layer = layer_with(2, 1, torch.tensor([0, 1]), torch.tensor([1.0, -2.0]), storage)
     rule = SoftRemoval(MagnitudeTopKRemoval(), start_temperature=1.0, end_temperature=3.0)
     generator = torch.Generator().manual_seed(0)
     draws = 3000
@@ -134,8 +134,8 @@ def test_soft_removal_keeps_links_with_probability_proportional_to_magnitude_pow
         assert abs(kept_larger / draws - expected) < 4 * sigma
 
 
-def test_soft_removal_removes_the_right_count_of_links(backend: str) -> None:
-    layer = random_layer(20, 15, 90, 1, backend)
+def test_soft_removal_removes_the_right_count_of_links(storage: str) -> None:
+    layer = random_layer(20, 15, 90, 1, storage)
     removed = SoftRemoval(RelativeImportanceRemoval())(layer, 0.3, context(progress=0.5))
     assert removed.shape == layer.links.shape and int(removed.sum()) == 27
 
@@ -167,8 +167,8 @@ def some_survivors(layer: SparseLinear, seed: int, keep: float = 0.7) -> torch.T
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_gradient_regrowth_grows_where_the_gradient_is_largest(seed: int, backend: str) -> None:
-    layer = random_layer(9, 13, 40, seed, backend, with_gradient=True)
+def test_gradient_regrowth_grows_where_the_gradient_is_largest(seed: int, storage: str) -> None:
+    layer = random_layer(9, 13, 40, seed, storage, with_gradient=True)
     survivors = some_survivors(layer, seed)
     grown = GradientRegrowth()(layer, 12, regrowth_context(survivors))
     gradient = layer.dense_gradient()
@@ -176,8 +176,8 @@ def test_gradient_regrowth_grows_where_the_gradient_is_largest(seed: int, backen
     assert check_grown(layer, grown, survivors) == set(ranked[:12])
 
 
-def test_random_regrowth_is_uniform_over_free_positions(backend: str) -> None:
-    layer = random_layer(4, 4, 6, 0, backend)
+def test_random_regrowth_is_uniform_over_free_positions(storage: str) -> None:
+    layer = random_layer(4, 4, 6, 0, storage)
     survivors = some_survivors(layer, 0, keep=0.5)
     counts = torch.zeros(layer.out_features, layer.in_features)
     draws = 2000
@@ -194,8 +194,8 @@ def test_random_regrowth_is_uniform_over_free_positions(backend: str) -> None:
     assert torch.all((share - expected).abs() < 4 * math.sqrt(expected * (1 - expected) / draws))
 
 
-def test_random_regrowth_fills_at_most_the_free_positions(backend: str) -> None:
-    layer = random_layer(3, 2, 4, 1, backend)
+def test_random_regrowth_fills_at_most_the_free_positions(storage: str) -> None:
+    layer = random_layer(3, 2, 4, 1, storage)
     grown = RandomRegrowth()(layer, 10, regrowth_context(layer.links))
     assert check_grown(layer, grown, layer.links) == free_pairs(layer, layer.links)
 
@@ -213,9 +213,9 @@ class FakeScorer:
         return self.scores.masked_fill(mask, 0.0)
 
 
-def ch_layer_and_scores(seed: int, positive: int, backend: str):
+def ch_layer_and_scores(seed: int, positive: int, storage: str):
     """A 6-input, 8-output layer and scores (n_in, n_out) with ``positive`` distinct positive values."""
-    layer = random_layer(6, 8, 16, seed, backend)
+    layer = random_layer(6, 8, 16, seed, storage)
     generator = torch.Generator().manual_seed(seed)
     scores = torch.zeros(6, 8)
     free = (~layer.adjacency).nonzero()
@@ -225,8 +225,8 @@ def ch_layer_and_scores(seed: int, positive: int, backend: str):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_ch_top_n_takes_the_best_scores_in_layer_orientation(seed: int, backend: str, monkeypatch) -> None:
-    layer, scores = ch_layer_and_scores(seed, positive=20, backend=backend)
+def test_ch_top_n_takes_the_best_scores_in_layer_orientation(seed: int, storage: str, monkeypatch) -> None:
+    layer, scores = ch_layer_and_scores(seed, positive=20, storage=storage)
     scorer = FakeScorer(scores)
     monkeypatch.setattr(topology, "link_scores", scorer)
     context_ = regrowth_context(layer.links, seed)
@@ -237,8 +237,8 @@ def test_ch_top_n_takes_the_best_scores_in_layer_orientation(seed: int, backend:
     assert {"scoring", "selection"} <= set(context_.timings)
 
 
-def test_ch_shortage_grows_all_positives_then_fills_between_active_neurons(backend: str, monkeypatch) -> None:
-    layer, scores = ch_layer_and_scores(0, positive=4, backend=backend)
+def test_ch_shortage_grows_all_positives_then_fills_between_active_neurons(storage: str, monkeypatch) -> None:
+    layer, scores = ch_layer_and_scores(0, positive=4, storage=storage)
     _, inputs = L.rows_cols(layer.links, layer.in_features)
     survivors = layer.links[inputs != 0]  # input 0 loses its links: the fill must not revive it
     monkeypatch.setattr(topology, "link_scores", FakeScorer(scores))
@@ -252,15 +252,15 @@ def test_ch_shortage_grows_all_positives_then_fills_between_active_neurons(backe
     assert all(o in active_out and i in active_in for o, i in grown - positive)
 
 
-def test_ch_fill_reaches_inactive_neurons_only_when_it_must(backend: str, monkeypatch) -> None:
-    layer = layer_with(4, 3, torch.tensor([0]), torch.tensor([0.5]), backend)  # the single link out 0 ← in 0
+def test_ch_fill_reaches_inactive_neurons_only_when_it_must(storage: str, monkeypatch) -> None:
+    layer = layer_with(4, 3, torch.tensor([0]), torch.tensor([0.5]), storage)  # the single link out 0 ← in 0
     monkeypatch.setattr(topology, "link_scores", FakeScorer(torch.zeros(4, 3)))
     grown = CHRegrowth("CH3-L3")(layer, 5, regrowth_context(layer.links))
     assert len(check_grown(layer, grown, layer.links)) == 5
 
 
-def test_iclr_selection_keeps_ties_and_only_positive_scores(backend: str, monkeypatch) -> None:
-    layer = random_layer(4, 5, 6, 2, backend)
+def test_iclr_selection_keeps_ties_and_only_positive_scores(storage: str, monkeypatch) -> None:
+    layer = random_layer(4, 5, 6, 2, storage)
     scores = torch.zeros(4, 5)
     free = (~layer.adjacency).nonzero()
     scores[free[0, 0], free[0, 1]] = 3.0
@@ -273,8 +273,8 @@ def test_iclr_selection_keeps_ties_and_only_positive_scores(backend: str, monkey
     assert check_grown(layer, grown, layer.links) == mask_pairs(scores.t() > 0)
 
 
-def test_soft_ch_regrowth_samples_in_proportion_to_scores(backend: str, monkeypatch) -> None:
-    layer = layer_with(2, 2, torch.tensor([0]), torch.tensor([1.0]), backend)  # out 0 ← in 0
+def test_soft_ch_regrowth_samples_in_proportion_to_scores(storage: str, monkeypatch) -> None:
+    layer = layer_with(2, 2, torch.tensor([0]), torch.tensor([1.0]), storage)  # out 0 ← in 0
     scores = torch.tensor([[0.0, 3.0], [1.0, 0.0]])  # (n_in, n_out): links (in 0→out 1), (in 1→out 0)
     monkeypatch.setattr(topology, "link_scores", FakeScorer(scores))
     rule = SoftCHRegrowth("CH3-L3n")
@@ -289,8 +289,8 @@ def test_soft_ch_regrowth_samples_in_proportion_to_scores(backend: str, monkeypa
     assert abs(favoured / draws - 0.75) < 4 * sigma
 
 
-def test_soft_ch_regrowth_fills_a_shortage(backend: str, monkeypatch) -> None:
-    layer, scores = ch_layer_and_scores(3, positive=2, backend=backend)
+def test_soft_ch_regrowth_fills_a_shortage(storage: str, monkeypatch) -> None:
+    layer, scores = ch_layer_and_scores(3, positive=2, storage=storage)
     monkeypatch.setattr(topology, "link_scores", FakeScorer(scores))
     context_ = regrowth_context(layer.links)
     grown = check_grown(layer, SoftCHRegrowth("CH3-L3n")(layer, 6, context_), layer.links)
@@ -305,9 +305,9 @@ def test_ch_rules_reject_unknown_names() -> None:
         CHRegrowth("CH3-L3", selection="best")
 
 
-def test_real_ch3_scores_drive_the_rule(backend: str) -> None:
+def test_real_ch3_scores_drive_the_rule(storage: str) -> None:
     """With the real scorer: the grown links are the candidates of highest CH3-L3 score."""
-    layer = random_layer(10, 12, 30, 4, backend)
+    layer = random_layer(10, 12, 30, 4, storage)
     grown = CHRegrowth("CH3-L3")(layer, 5, regrowth_context(layer.links))
     assert len(check_grown(layer, grown, layer.links)) == 5
     scores = topology.link_scores(layer.adjacency, rule="CH3-L3").t().reshape(-1)

@@ -22,7 +22,7 @@ METHODS = ("set", "rigl", "cht", "fc")
 
 def group_config(root, method: str, seed: int = 0, **changes) -> TrainConfig:
     values = dict(method=method, dataset="fashion_mnist", dim=1, density=0.05, epochs=3, batch_size=32,
-                  lr=0.01, seed=seed, device="cpu", backend="masked", max_train_samples=2000,
+                  lr=0.01, seed=seed, device="cpu", storage="masked", max_train_samples=2000,
                   max_test_samples=1000, data_root=str(root), tracking=False, progress=False)
     return TrainConfig(**{**values, **changes})
 

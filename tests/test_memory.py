@@ -11,8 +11,8 @@ import torch
 from cht.cli import main
 from cht.memory import (GIB, MASKED_BYTES_PER_POSITION, SPARSE_BYTES_PER_LINK, MemoryEstimate,
                         MemoryRequirementError, available_memory, check_run_memory, estimate_run_memory)
-from cht.config import SPARSE_BACKEND_MAX_DENSITY, TrainConfig
-from cht.train import configured_method, resolve_backend
+from cht.config import SPARSE_STORAGE_MAX_DENSITY, TrainConfig
+from cht.train import configured_method, resolve_storage
 
 CPU = torch.device("cpu")
 
@@ -20,14 +20,14 @@ CPU = torch.device("cpu")
 def estimate(device: torch.device = CPU, **settings) -> MemoryEstimate:
     config = TrainConfig(tracking=False, progress=False, **settings)
     method = configured_method(config)
-    backend = resolve_backend(config, device, method.sparse)
-    return estimate_run_memory(config, method, device, backend, SPARSE_BACKEND_MAX_DENSITY)
+    storage = resolve_storage(config, device, method.sparse)
+    return estimate_run_memory(config, method, device, storage, SPARSE_STORAGE_MAX_DENSITY)
 
 
 def test_sparse_layers_cost_per_position_when_masked_and_per_link_when_sparse() -> None:
     positions = 784 * 1568 + 2 * 1568 * 1568
-    masked = estimate(method="set", dim=2, backend="masked").parts["sparse layers"]
-    sparse = estimate(method="set", dim=2, backend="sparse").parts["sparse layers"]
+    masked = estimate(method="set", dim=2, storage="masked").parts["sparse layers"]
+    sparse = estimate(method="set", dim=2, storage="sparse").parts["sparse layers"]
     links = sum(round(0.01 * p) for p in (784 * 1568, 1568 * 1568, 1568 * 1568))
     assert masked == MASKED_BYTES_PER_POSITION * positions + 8 * links
     assert sparse == SPARSE_BYTES_PER_LINK * links
@@ -49,13 +49,13 @@ def test_data_and_device_parts() -> None:
 
 
 def test_a_run_that_does_not_fit_is_refused_with_one_line() -> None:
-    big = estimate(method="set", dim=200, backend="masked")
+    big = estimate(method="set", dim=200, storage="masked")
     assert big.total > 400 * GIB
     with pytest.raises(MemoryRequirementError) as error:
         check_run_memory(big, (24 * GIB, "available RAM"), "masked")
     message = str(error.value)
     assert "\n" not in message and "24.0 GiB is available (available RAM)" in message
-    assert f"{big.total / GIB:.1f} GiB" in message and "--backend sparse" in message and "--dim" in message
+    assert f"{big.total / GIB:.1f} GiB" in message and "--storage sparse" in message and "--dim" in message
     check_run_memory(estimate(method="set", dim=2), (24 * GIB, "available RAM"), "auto")  # fits: no error
     with pytest.raises(MemoryRequirementError, match="use a smaller --dim or a smaller --batch-size"):
         check_run_memory(estimate(method="fc", dim=200), (24 * GIB, "available RAM"), "dense")
@@ -77,11 +77,11 @@ def test_the_slurm_jobs_mem_limits_what_is_available(monkeypatch) -> None:
 def test_the_cli_refuses_a_run_too_large_and_leaves_no_folder(tmp_path, capsys) -> None:
     out = tmp_path / "runs" / "huge"
     with pytest.raises(SystemExit) as stopped:
-        main(["train", "--method", "set", "--dim", "200", "--backend", "masked", "--no-tracking", "--no-progress",
+        main(["train", "--method", "set", "--dim", "200", "--storage", "masked", "--no-tracking", "--no-progress",
               "--device", "cpu", "--out", str(out)])
     assert stopped.value.code == 1
     error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "GiB" in error and "--backend sparse" in error
+    assert len(error.splitlines()) == 1 and "GiB" in error and "--storage sparse" in error
     assert not out.exists() and not (tmp_path / "runs").exists()
 
 
@@ -89,14 +89,14 @@ def test_the_empty_folder_of_a_run_killed_from_outside_is_removed_when_the_next_
     out = tmp_path / "killed"
     out.mkdir()  # what the OOM killer or SIGKILL leaves before the first checkpoint
     with pytest.raises(SystemExit):
-        main(["train", "--method", "set", "--dim", "200", "--backend", "masked", "--no-tracking", "--no-progress",
+        main(["train", "--method", "set", "--dim", "200", "--storage", "masked", "--no-tracking", "--no-progress",
               "--device", "cpu", "--out", str(out)])
     assert not out.exists()
     kept = tmp_path / "resumable"
     kept.mkdir()
     (kept / "checkpoint.pt").write_bytes(b"")  # a folder with a checkpoint is never removed
     with pytest.raises(SystemExit):
-        main(["train", "--method", "set", "--dim", "200", "--backend", "masked", "--no-tracking", "--no-progress",
+        main(["train", "--method", "set", "--dim", "200", "--storage", "masked", "--no-tracking", "--no-progress",
               "--device", "cpu", "--out", str(kept)])
     assert (kept / "checkpoint.pt").exists()
 
@@ -113,7 +113,7 @@ CHILD = ("import runpy, sys\n"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("settings", [{"method": "fc", "dim": 2}, {"method": "set", "dim": 4, "backend": "masked"}])
+@pytest.mark.parametrize("settings", [{"method": "fc", "dim": 2}, {"method": "set", "dim": 4, "storage": "masked"}])
 def test_the_estimate_lies_within_a_quarter_of_the_measured_peak(fashion_root, tmp_path, settings) -> None:
     config = dict(epochs=2, max_train_samples=2000, max_test_samples=1000)
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in {**settings, **config}.items()]

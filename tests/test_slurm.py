@@ -81,8 +81,8 @@ def test_training_stopped_by_scancel_term_resumes_on_retry_to_the_uninterrupted_
     retry resumes from there, and the result equals an uninterrupted run; mlflow holds one FINISHED run for
     the job, with the stopped attempt marked on it."""
     tiny = yaml.safe_load(TEST_CONFIG.read_text())
-    # The masked backend keeps epochs long enough to stop the job in one of them.
-    train = {**tiny["train"], "epochs": 6, "max_train_samples": 6000, "backend": "masked"}
+    # The masked storage keeps epochs long enough to stop the job in one of them.
+    train = {**tiny["train"], "epochs": 6, "max_train_samples": 6000, "storage": "masked"}
     config = write_config(tmp_path / "term.yaml", methods=["set"], seeds=[0], experiment="slurm-term", train=train)
     run = "results/runs/fashion_mnist/mlp-dim1/density0.01/uniform/set/seed0"
     reference = snakemake(tmp_path / "reference", "--configfile", str(config), "--cores", "1", f"{run}/metrics.json")

@@ -1,4 +1,4 @@
-"""Sparse layers on both backends against a dense reference; link sets; optimiser state; exact link counts."""
+"""Sparse layers on both storages against a dense reference; link sets; optimiser state; exact link counts."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cht.init.topology import InitContext, erdos_renyi_links
-from cht.sparse import BACKENDS, SparseLinear, after_optimizer_step, align_optimizer_state, link_counts
+from cht.sparse import STORAGES, SparseLinear, after_optimizer_step, align_optimizer_state, link_counts
 from cht.sparse import links as L
 
 
@@ -14,10 +14,10 @@ def random_links(n_in: int, n_out: int, n_links: int, generator: torch.Generator
     return erdos_renyi_links(n_in, n_out, n_links, InitContext(0, generator))
 
 
-def random_layer(n_in: int, n_out: int, density: float, seed: int, backend: str = "masked",
+def random_layer(n_in: int, n_out: int, density: float, seed: int, storage: str = "masked",
                  bias: bool = True) -> SparseLinear:
     generator = torch.Generator().manual_seed(seed)
-    layer = SparseLinear(n_in, n_out, bias=bias, backend=backend)
+    layer = SparseLinear(n_in, n_out, bias=bias, storage=storage)
     links = random_links(n_in, n_out, round(density * n_in * n_out), generator)
     layer.set_links(links, torch.randn(links.numel(), generator=generator))
     if bias:
@@ -35,9 +35,9 @@ def reference_mask(layer: SparseLinear) -> torch.Tensor:
 
 
 def state_at_links(layer: SparseLinear, optimizer: torch.optim.Optimizer, key: str) -> torch.Tensor:
-    """An optimiser state tensor of the layer at its links, whatever the backend's layout."""
+    """An optimiser state tensor of the layer at its links, whatever the storage's layout."""
     value = optimizer.state[layer.parameter][key]
-    return value.reshape(-1)[layer.links] if layer.backend == "masked" else value
+    return value.reshape(-1)[layer.links] if layer.storage == "masked" else value
 
 
 def step(layer: SparseLinear, optimizer: torch.optim.Optimizer, inputs: torch.Tensor) -> None:
@@ -48,19 +48,19 @@ def step(layer: SparseLinear, optimizer: torch.optim.Optimizer, inputs: torch.Te
 
 
 # ---------------------------------------------------------------------------------------------------
-# The layer computes x (W ⊙ M)ᵀ + b on both backends
+# The layer computes x (W ⊙ M)ᵀ + b on both storages
 
 
 # (n_in, n_out, density): non-square, empty, full, and a layer with empty rows and isolated inputs.
 LAYER_CASES = [(7, 5, 0.3), (5, 9, 0.5), (6, 4, 0.0), (4, 6, 1.0), (1, 1, 1.0), (12, 3, 0.05)]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize("n_in,n_out,density", LAYER_CASES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_forward_and_gradients_match_a_dense_reference(backend: str, n_in: int, n_out: int, density: float,
+def test_forward_and_gradients_match_a_dense_reference(storage: str, n_in: int, n_out: int, density: float,
                                                        bias: bool) -> None:
-    layer = random_layer(n_in, n_out, density, seed=n_in * 31 + n_out, backend=backend, bias=bias)
+    layer = random_layer(n_in, n_out, density, seed=n_in * 31 + n_out, storage=storage, bias=bias)
     mask = reference_mask(layer)
     weight = torch.zeros(n_out, n_in)
     for position, value in zip(layer.links.tolist(), layer.link_values().tolist()):
@@ -81,9 +81,9 @@ def test_forward_and_gradients_match_a_dense_reference(backend: str, n_in: int, 
     assert torch.allclose(x_layer.grad, x_reference.grad, atol=1e-5)
     # The parameter's gradient lives at the links only; the dense gradient covers every position.
     assert torch.allclose(layer.dense_gradient(), weight.grad, atol=1e-5)
-    link_grad = layer.parameter.grad.reshape(-1)[layer.links] if backend == "masked" else layer.parameter.grad
+    link_grad = layer.parameter.grad.reshape(-1)[layer.links] if storage == "masked" else layer.parameter.grad
     assert torch.allclose(link_grad, weight.grad[mask], atol=1e-5)
-    if backend == "masked":
+    if storage == "masked":
         assert torch.all(layer.weight.grad[~mask] == 0)
     if bias:
         assert torch.allclose(layer.bias.grad, upstream.sum(dim=(0, 1)), atol=1e-5)
@@ -91,16 +91,16 @@ def test_forward_and_gradients_match_a_dense_reference(backend: str, n_in: int, 
     assert torch.equal(layer.adjacency, mask.t())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
-def test_weights_stay_on_links_and_both_backends_train_alike(backend: str, optimizer_name: str) -> None:
-    def make(backend_: str):
-        layer = random_layer(30, 20, 0.2, seed=1, backend=backend_)
+def test_weights_stay_on_links_and_both_storages_train_alike(storage: str, optimizer_name: str) -> None:
+    def make(storage_: str):
+        layer = random_layer(30, 20, 0.2, seed=1, storage=storage_)
         optimizer = (torch.optim.SGD(layer.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
                      if optimizer_name == "sgd" else torch.optim.Adam(layer.parameters(), lr=0.01))
         return layer, optimizer
 
-    layer, optimizer = make(backend)
+    layer, optimizer = make(storage)
     reference, reference_optimizer = make("masked")
     links = layer.links.clone()
     generator = torch.Generator().manual_seed(0)
@@ -114,9 +114,9 @@ def test_weights_stay_on_links_and_both_backends_train_alike(backend: str, optim
     assert torch.allclose(layer.link_values(), reference.link_values(), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_dense_gradient_is_captured_only_when_asked(backend: str) -> None:
-    layer = random_layer(10, 10, 0.3, seed=3, backend=backend)
+@pytest.mark.parametrize("storage", STORAGES)
+def test_dense_gradient_is_captured_only_when_asked(storage: str) -> None:
+    layer = random_layer(10, 10, 0.3, seed=3, storage=storage)
     layer(torch.randn(5, 10)).sum().backward()
     with pytest.raises(RuntimeError, match="capture_gradient"):
         layer.dense_gradient()
@@ -142,11 +142,11 @@ def replace_some_links(layer: SparseLinear, n: int, seed: int) -> tuple[torch.Te
     return new_links, ~L.contains(layer.links, new_links)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
-def test_set_links_carries_kept_values_and_state_and_zeroes_new_links(backend: str, optimizer_name: str) -> None:
+def test_set_links_carries_kept_values_and_state_and_zeroes_new_links(storage: str, optimizer_name: str) -> None:
     torch.manual_seed(0)
-    layer = random_layer(16, 12, 0.5, seed=2, backend=backend)
+    layer = random_layer(16, 12, 0.5, seed=2, storage=storage)
     optimizer = (torch.optim.SGD(layer.parameters(), lr=0.05, momentum=0.9) if optimizer_name == "sgd"
                  else torch.optim.Adam(layer.parameters(), lr=0.05))
     keys = ["momentum_buffer"] if optimizer_name == "sgd" else ["exp_avg", "exp_avg_sq"]
@@ -166,7 +166,7 @@ def test_set_links_carries_kept_values_and_state_and_zeroes_new_links(backend: s
         state = state_at_links(layer, optimizer, key)
         assert torch.equal(state[~is_new], old_state[key][old_slot])
         assert torch.all(state[is_new] == 0)
-        if backend == "masked":
+        if storage == "masked":
             assert torch.all(optimizer.state[layer.weight][key][~reference_mask(layer)] == 0)
     # The optimiser steps the layer's current parameter, and a removed weight cannot come back.
     assert any(p is layer.parameter for group in optimizer.param_groups for p in group["params"])
@@ -177,9 +177,9 @@ def test_set_links_carries_kept_values_and_state_and_zeroes_new_links(backend: s
     assert torch.count_nonzero(layer.link_values()[is_new]) > 0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_set_links_with_values_initialises_exactly_and_resets_state(backend: str) -> None:
-    layer = random_layer(6, 5, 0.5, seed=0, backend=backend)
+@pytest.mark.parametrize("storage", STORAGES)
+def test_set_links_with_values_initialises_exactly_and_resets_state(storage: str) -> None:
+    layer = random_layer(6, 5, 0.5, seed=0, storage=storage)
     optimizer = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
     step(layer, optimizer, torch.randn(3, 6))
     links = layer.links[::2].clone()
@@ -189,9 +189,9 @@ def test_set_links_with_values_initialises_exactly_and_resets_state(backend: str
     assert torch.all(state_at_links(layer, optimizer, "momentum_buffer") == 0)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_set_links_rejects_bad_link_sets(backend: str) -> None:
-    layer = SparseLinear(4, 3, backend=backend)
+@pytest.mark.parametrize("storage", STORAGES)
+def test_set_links_rejects_bad_link_sets(storage: str) -> None:
+    layer = SparseLinear(4, 3, storage=storage)
     with pytest.raises(ValueError, match="sorted"):
         layer.set_links(torch.tensor([3, 1]))
     with pytest.raises(ValueError, match="sorted"):
@@ -205,23 +205,23 @@ def test_set_links_rejects_bad_link_sets(backend: str) -> None:
     assert layer.n_links == 0
 
 
-def test_layer_rejects_bad_sizes_and_backends() -> None:
+def test_layer_rejects_bad_sizes_and_storages() -> None:
     with pytest.raises(ValueError, match="positive sizes"):
         SparseLinear(0, 3)
-    with pytest.raises(ValueError, match="backend"):
-        SparseLinear(3, 3, backend="csr")
-    with pytest.raises(ValueError, match="backend"):
-        SparseLinear(3, 3).to_backend("dense")
+    with pytest.raises(ValueError, match="storage"):
+        SparseLinear(3, 3, storage="csr")
+    with pytest.raises(ValueError, match="storage"):
+        SparseLinear(3, 3).to_storage("dense")
 
 
 # ---------------------------------------------------------------------------------------------------
-# Switching backends and checkpoints across backends
+# Switching storages and checkpoints across storages
 
 
 @pytest.mark.parametrize("source,target", [("masked", "sparse"), ("sparse", "masked")])
-def test_to_backend_carries_weights_state_and_training(source: str, target: str) -> None:
-    layer = random_layer(9, 7, 0.4, seed=6, backend=source)
-    twin = random_layer(9, 7, 0.4, seed=6, backend=source)
+def test_to_storage_carries_weights_state_and_training(source: str, target: str) -> None:
+    layer = random_layer(9, 7, 0.4, seed=6, storage=source)
+    twin = random_layer(9, 7, 0.4, seed=6, storage=source)
     optimizer = torch.optim.Adam(layer.parameters(), lr=0.01)
     twin_optimizer = torch.optim.Adam(twin.parameters(), lr=0.01)
     generator = torch.Generator().manual_seed(1)
@@ -231,9 +231,9 @@ def test_to_backend_carries_weights_state_and_training(source: str, target: str)
         step(twin, twin_optimizer, inputs)
     values, state = layer.link_values().clone(), state_at_links(layer, optimizer, "exp_avg").clone()
 
-    layer.to_backend(target, optimizer)
+    layer.to_storage(target, optimizer)
 
-    assert layer.backend == target and torch.equal(layer.link_values(), values)
+    assert layer.storage == target and torch.equal(layer.link_values(), values)
     assert torch.equal(state_at_links(layer, optimizer, "exp_avg"), state)
     for inputs in batches[3:]:
         step(layer, optimizer, inputs)
@@ -242,9 +242,9 @@ def test_to_backend_carries_weights_state_and_training(source: str, target: str)
 
 
 @pytest.mark.parametrize("source,target", [("masked", "sparse"), ("sparse", "masked"), ("sparse", "sparse")])
-def test_a_checkpoint_of_one_backend_loads_into_the_other(source: str, target: str) -> None:
-    saved = random_layer(8, 6, 0.3, seed=7, backend=source)
-    loaded = random_layer(8, 6, 0.6, seed=8, backend=target)  # another link count: the checkpoint decides
+def test_a_checkpoint_of_one_storage_loads_into_the_other(source: str, target: str) -> None:
+    saved = random_layer(8, 6, 0.3, seed=7, storage=source)
+    loaded = random_layer(8, 6, 0.6, seed=8, storage=target)  # another link count: the checkpoint decides
     loaded.load_state_dict(saved.state_dict())
     assert torch.equal(loaded.links, saved.links) and torch.equal(loaded.link_values(), saved.link_values())
     assert torch.equal(loaded.bias, saved.bias)
@@ -252,13 +252,13 @@ def test_a_checkpoint_of_one_backend_loads_into_the_other(source: str, target: s
     assert torch.allclose(loaded(inputs), saved(inputs), atol=1e-6)
 
 
-def test_align_optimizer_state_reshapes_state_of_the_other_backend() -> None:
-    layer = random_layer(6, 5, 0.5, seed=9, backend="masked")
+def test_align_optimizer_state_reshapes_state_of_the_other_storage() -> None:
+    layer = random_layer(6, 5, 0.5, seed=9, storage="masked")
     optimizer = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
     step(layer, optimizer, torch.randn(3, 6))
     momentum = state_at_links(layer, optimizer, "momentum_buffer").clone()
     saved = optimizer.state_dict()
-    resumed = random_layer(6, 5, 0.5, seed=9, backend="sparse")
+    resumed = random_layer(6, 5, 0.5, seed=9, storage="sparse")
     resumed_optimizer = torch.optim.SGD(resumed.parameters(), lr=0.1, momentum=0.9)
     resumed_optimizer.load_state_dict(saved)
     align_optimizer_state(resumed_optimizer, [resumed])

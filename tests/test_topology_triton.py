@@ -195,7 +195,7 @@ def test_cuda_special_layers_match_slow_reference(name: str, rule: str) -> None:
 @CUDA
 @pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-9), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("rule", PATH_RULES + NODE_RULES)
-def test_cuda_triton_and_torch_backends_agree_on_a_larger_layer(rule: str, dtype: torch.dtype, rtol: float) -> None:
+def test_cuda_triton_and_torch_scorers_agree_on_a_larger_layer(rule: str, dtype: torch.dtype, rtol: float) -> None:
     mask = random_layer((700, 520), 0.03, seed=41).cuda()
     triton_scores = link_scores(mask, rule, dtype=dtype, scorer="triton")
     torch_scores = link_scores(mask, rule, dtype=torch.float64, scorer="torch")
@@ -204,7 +204,7 @@ def test_cuda_triton_and_torch_backends_agree_on_a_larger_layer(rule: str, dtype
 
 @CUDA
 @pytest.mark.parametrize("rule", ["CH3-L3", "CH1-L3", "CH3-L3n", "CH2-L3n"])
-def test_cuda_hub_inputs_match_the_torch_backend(rule: str) -> None:
+def test_cuda_hub_inputs_match_the_torch_scorer(rule: str) -> None:
     """Hubs far wider than the typical input take the chunked walk (see launch_sizes)."""
     mask = random_layer((3000, 1000), 0.01, seed=47, isolate=False)
     mask[[5, 77, 1500]] = True

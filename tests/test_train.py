@@ -8,7 +8,7 @@ import torch
 import cht.dst
 import cht.train
 from cht.analysis.graph import active_neurons
-from cht.config import SPARSE_BACKEND_MAX_DENSITY, TrainConfig
+from cht.config import SPARSE_STORAGE_MAX_DENSITY, TrainConfig
 from cht.tracking import Tracker, TrackingError
 from cht.run.lifecycle import TrainingDiverged
 from cht.train import train
@@ -92,14 +92,14 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(fashion_root, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_masked_run_resumes_on_the_sparse_backend_and_reports_its_topology(fashion_root, tmp_path,
+def test_a_masked_run_resumes_on_the_sparse_storage_and_reports_its_topology(fashion_root, tmp_path,
                                                                              monkeypatch) -> None:
-    """The backend is storage only: a checkpoint resumes on the other one and the run goes on alike."""
-    masked = quick_config(fashion_root, update_interval=1, backend="masked")
+    """The storage is storage only: a checkpoint resumes on the other one and the run goes on alike."""
+    masked = quick_config(fashion_root, update_interval=1, storage="masked")
     uninterrupted = train(masked, tmp_path / "full")
     resumed = interrupted_then_resumed(masked, tmp_path / "resumed", monkeypatch, crash_epoch=3,
-                                       resume_config=quick_config(fashion_root, update_interval=1, backend="sparse"))
-    assert uninterrupted["backend"] == "masked" and resumed["backend"] == "sparse"
+                                       resume_config=quick_config(fashion_root, update_interval=1, storage="sparse"))
+    assert uninterrupted["storage"] == "masked" and resumed["storage"] == "sparse"
     assert resumed["test_accuracy"][:2] == uninterrupted["test_accuracy"][:2]
     assert resumed["test_accuracy"][2] == pytest.approx(uninterrupted["test_accuracy"][2], abs=1 / 300)
     masks_a, masks_b = torch.load(tmp_path / "full/masks.pt"), torch.load(tmp_path / "resumed/masks.pt")
@@ -127,7 +127,7 @@ def test_a_masked_run_resumes_on_the_sparse_backend_and_reports_its_topology(fas
 
 
 @pytest.mark.slow
-def test_auto_backend_trains_dense_layers_masked_until_the_schedule_thins_them(fashion_root, tmp_path,
+def test_auto_storage_trains_dense_layers_masked_until_the_schedule_thins_them(fashion_root, tmp_path,
                                                                                 monkeypatch) -> None:
     """GraNet starts at 50% density: on the CPU its layers train masked, then sparse once at most 10% dense,
     and a run resumed in between stores them alike and ends identical."""
@@ -135,17 +135,17 @@ def test_auto_backend_trains_dense_layers_masked_until_the_schedule_thins_them(f
     stored = []
     store_layers = cht.train.store_layers
 
-    def spy(layers, backend, optimizer=None) -> None:
-        store_layers(layers, backend, optimizer)
-        stored.append([(layer.density, layer.backend) for layer in layers])
+    def spy(layers, storage, optimizer=None) -> None:
+        store_layers(layers, storage, optimizer)
+        stored.append([(layer.density, layer.storage) for layer in layers])
 
     monkeypatch.setattr(cht.train, "store_layers", spy)
     uninterrupted = train(config, tmp_path / "full")
-    assert uninterrupted["backend"] == "auto"
-    assert [backend for _, backend in stored[0]] == ["masked"] * 3
-    assert [backend for _, backend in stored[-1]] == ["sparse"] * 3
-    assert all(backend == ("sparse" if density <= SPARSE_BACKEND_MAX_DENSITY else "masked")
-               for layers in stored for density, backend in layers)
+    assert uninterrupted["storage"] == "auto"
+    assert [storage for _, storage in stored[0]] == ["masked"] * 3
+    assert [storage for _, storage in stored[-1]] == ["sparse"] * 3
+    assert all(storage == ("sparse" if density <= SPARSE_STORAGE_MAX_DENSITY else "masked")
+               for layers in stored for density, storage in layers)
     resumed = interrupted_then_resumed(config, tmp_path / "resumed", monkeypatch, crash_epoch=3)
     assert comparable(resumed) == comparable(uninterrupted)
     assert same_final_weights(tmp_path / "full", tmp_path / "resumed")

@@ -155,7 +155,7 @@ def default_workers() -> int:
 
 def uses_loader(dataset: str, augment: bool) -> bool:
     """Whether a split must be streamed: image-folder datasets always, in-memory ones when augmented."""
-    return get_spec(dataset).storage == "image_folder" or augment
+    return get_spec(dataset).layout == "image_folder" or augment
 
 
 def batch_sources(dataset: str, root: str | os.PathLike, *, batch_size: int, seed: int, augment: bool,
@@ -185,5 +185,5 @@ def batch_sources(dataset: str, root: str | os.PathLike, *, batch_size: int, see
         data = load_dataset(dataset, Path(root), train=train, transform=transform, sources=sources)
         splits.append(Subset(data, range(min(limit, len(data)))) if limit is not None else data)
     return (LoaderBatches(splits[0], batch_size, seed=seed, num_workers=workers),
-            LoaderBatches(splits[1], EVAL_BATCH_SIZE if spec.storage == "files" else batch_size,
+            LoaderBatches(splits[1], EVAL_BATCH_SIZE if spec.layout == "files" else batch_size,
                           num_workers=workers))

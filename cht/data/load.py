@@ -29,7 +29,7 @@ def load_tensors(name: str, root: PathLike, train: bool, max_samples: int | None
     Tensors are on the CPU; move them to the model's device.
     """
     spec = get_spec(name)
-    if spec.storage != "files":
+    if spec.layout != "files":
         raise ValueError(f"dataset: {name} is an image-folder dataset too large to hold in memory; "
                          f"use load_dataset({name!r}, ...) with a DataLoader instead")
     if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
@@ -60,7 +60,7 @@ def load_dataset(name: str, root: PathLike, train: bool, transform: Callable | N
     spec = get_spec(name)
     location = prepare_dataset(name, root, sources, download)
     transform = transform if transform is not None else default_transform(name, train)
-    if spec.storage == "image_folder":
+    if spec.layout == "image_folder":
         return spec.torchvision_class(str(location / ("train" if train else "val")), transform=transform)
     return _file_dataset(spec, Path(root).expanduser().absolute(), train, transform)
 

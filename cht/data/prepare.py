@@ -38,7 +38,7 @@ def prepare_dataset(name: str, root: PathLike, sources: Sequence[PathLike] = (),
     spec = get_spec(name)
     root_path = Path(root).expanduser().absolute()
     user_sources = fetch.as_sources(sources, "source")
-    if spec.storage == "image_folder":
+    if spec.layout == "image_folder":
         return prepare_image_folder(spec, root_path, user_sources, download, full_verify)
     return _prepare_files(spec, root_path, user_sources, download, full_verify)
 
@@ -52,7 +52,7 @@ def dataset_checksum(name: str, root: PathLike) -> str:
     spec = get_spec(name)
     root_path = Path(root).expanduser().absolute()
     prepare_dataset(name, root_path, download=False)
-    if spec.storage == "image_folder":
+    if spec.layout == "image_folder":
         return image_folder_checksum(spec, root_path)
     record = read_record(root_path, name)
     assert record is not None, "prepare_dataset writes the record before returning"
@@ -67,7 +67,7 @@ def describe(name: str, root: PathLike) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "name": spec.name, "location": str(location), "num_classes": spec.num_classes,
         "input_shape": list(spec.input_shape), "checksum": dataset_checksum(name, root_path)}
-    if spec.storage == "image_folder":
+    if spec.layout == "image_folder":
         return {**summary, **image_folder_summary(spec, root_path)}
     record = read_record(root_path, name) or {}
     files = record.get("files", {})

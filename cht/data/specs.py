@@ -26,7 +26,7 @@ from typing import Any, Literal
 from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 
-Storage = Literal["files", "image_folder"]
+Layout = Literal["files", "image_folder"]
 Augmentation = Literal["none", "pad_crop_flip", "resized_crop_flip"]
 
 
@@ -74,7 +74,7 @@ class DatasetSpec:
     std: tuple[float, ...]
     torchvision_class: type[Dataset]
     directory: str
-    storage: Storage
+    layout: Layout  # raw files that torchvision reads, or a folder of images per class
     files: tuple[RawFile, ...] = ()
     archives: tuple[Archive, ...] = ()
     default_sources: tuple[str, ...] = ()
@@ -121,7 +121,7 @@ _MNIST_SIZES = _idx_sizes(60000, 10000)
 
 MNIST = DatasetSpec(
     name="mnist", num_classes=10, input_shape=(1, 28, 28), mean=(0.1307,), std=(0.3081,),
-    torchvision_class=tv_datasets.MNIST, directory="MNIST/raw", storage="files", split_sizes=(60000, 10000),
+    torchvision_class=tv_datasets.MNIST, directory="MNIST/raw", layout="files", split_sizes=(60000, 10000),
     files=tuple(RawFile(name, _MNIST_SIZES[name], md5=md5) for name, md5 in {
         "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
         "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
@@ -138,7 +138,7 @@ MNIST = DatasetSpec(
 
 FASHION_MNIST = DatasetSpec(
     name="fashion_mnist", num_classes=10, input_shape=(1, 28, 28), mean=(0.2860,), std=(0.3530,),
-    torchvision_class=tv_datasets.FashionMNIST, directory="FashionMNIST/raw", storage="files",
+    torchvision_class=tv_datasets.FashionMNIST, directory="FashionMNIST/raw", layout="files",
     split_sizes=(60000, 10000),
     files=(
         RawFile("train-images-idx3-ubyte", 47040016,
@@ -166,7 +166,7 @@ _EMNIST_SIZES = _idx_sizes(112800, 18800, prefix="emnist-balanced-", test_tag="t
 EMNIST = DatasetSpec(
     name="emnist", num_classes=47, input_shape=(1, 28, 28), mean=(0.1751,), std=(0.3332,),
     torchvision_class=tv_datasets.EMNIST, torchvision_kwargs=MappingProxyType({"split": "balanced"}),
-    directory="EMNIST/raw", storage="files", split_sizes=(112800, 18800), transpose_images=True,
+    directory="EMNIST/raw", layout="files", split_sizes=(112800, 18800), transpose_images=True,
     files=tuple(RawFile(name, size) for name, size in _EMNIST_SIZES.items()),
     archives=(Archive("gzip.zip", "58c8d27c78d21e728a6bc7b3cc06412e",
                       ("https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip",),
@@ -178,7 +178,7 @@ def _cifar(name: str, num_classes: int, folder: str, filename: str, tgz_md5: str
            mean: tuple[float, ...], std: tuple[float, ...], torchvision_class: type[Dataset]) -> DatasetSpec:
     return DatasetSpec(
         name=name, num_classes=num_classes, input_shape=(3, 32, 32), mean=mean, std=std,
-        torchvision_class=torchvision_class, directory=folder, storage="files", split_sizes=(50000, 10000),
+        torchvision_class=torchvision_class, directory=folder, layout="files", split_sizes=(50000, 10000),
         augmentation="pad_crop_flip",
         files=tuple(RawFile(path, md5=md5) for path, md5 in file_md5.items()),
         archives=(Archive(filename, tgz_md5, (f"https://www.cs.toronto.edu/~kriz/{filename}",),
@@ -205,7 +205,7 @@ CIFAR100 = _cifar("cifar100", 100, "cifar-100-python", "cifar-100-python.tar.gz"
 TINY_IMAGENET = DatasetSpec(
     name="tiny_imagenet", num_classes=200, input_shape=(3, 64, 64),
     mean=(0.4802, 0.4481, 0.3975), std=(0.2770, 0.2691, 0.2821),
-    torchvision_class=tv_datasets.ImageFolder, directory="tiny-imagenet-200", storage="image_folder",
+    torchvision_class=tv_datasets.ImageFolder, directory="tiny-imagenet-200", layout="image_folder",
     split_sizes=(100000, 10000), augmentation="pad_crop_flip",
     archives=(Archive("tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de",
                       ("http://cs231n.stanford.edu/tiny-imagenet-200.zip",)),),
@@ -214,7 +214,7 @@ TINY_IMAGENET = DatasetSpec(
 IMAGENET = DatasetSpec(
     name="imagenet", num_classes=1000, input_shape=(3, 224, 224),
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-    torchvision_class=tv_datasets.ImageFolder, directory="imagenet", storage="image_folder",
+    torchvision_class=tv_datasets.ImageFolder, directory="imagenet", layout="image_folder",
     split_sizes=(1281167, 50000), augmentation="resized_crop_flip",
     install_hint="ImageNet (ILSVRC2012) needs a licence and cannot be downloaded automatically: get it from "
                  "https://image-net.org, arrange train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (one folder per "

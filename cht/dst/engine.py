@@ -14,7 +14,7 @@ Each update, per sparse layer:
    happened.
 
 The engine speaks to layers only through their link interface (:class:`cht.sparse.SparseLinear`): it
-works the same on the masked and the sparse storage backend and never allocates a dense matrix itself.
+works the same on the masked and the sparse storage and never allocates a dense matrix itself.
 
 Removed-then-regrown links keep their weight; links that are new start at zero; pruned, removed and
 percolated links that stay out have weight zero. Early stop freezes the topology once regrowth keeps

@@ -3,7 +3,7 @@
 A rule sees one layer through its link interface (:attr:`~cht.sparse.SparseLinear.links`, their values,
 and the dense gradient of the update step when the method asked for it) and the removal fraction of
 this step, and returns a boolean vector over the layer's links: ``True`` for each link to remove.
-Rules never see a dense weight, so they cost O(links) on either storage backend.
+Rules never see a dense weight, so they cost O(links) on either storage.
 
 Rules that rank links by a "keep" score derive from :class:`RankedRemoval` and drop the
 ``round(fraction · links)`` lowest. The engine prunes with :class:`MagnitudeTopKRemoval` when a density

@@ -2,7 +2,7 @@
 
 An initialiser maps a layer's shape ``(out, in)``, its links (sorted flat positions, see
 :mod:`cht.sparse.links`) and a generator to one value per link: memory follows the links, and the
-draw is the same whichever storage backend the layer uses. Besides the project's own initialisers
+draw is the same whichever storage the layer uses. Besides the project's own initialisers
 this module holds those of the authors' released code (protocol ``released``, see
 :mod:`cht.dst.protocols`) and the bias initialisers.
 """

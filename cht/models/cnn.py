@@ -125,9 +125,9 @@ BACKBONES: dict[str, Backbone] = {
 
 
 def build_cnn(name: str, input_shape: tuple[int, ...], num_classes: int, dim: int = 1,
-              sparse: bool = True, backend: str = "masked") -> ConvNet:
+              sparse: bool = True, storage: str = "masked") -> ConvNet:
     """Backbone ``name`` for (C, H, W) inputs: its trunk, then the paper's head (sparse layers stored by
-    ``backend``, or dense)."""
+    ``storage``, or dense)."""
     backbone = BACKBONES[name]
     if len(input_shape) != 3:
         raise ValueError(f"model {name}: input_shape must be (channels, height, width), got {input_shape}")
@@ -135,7 +135,7 @@ def build_cnn(name: str, input_shape: tuple[int, ...], num_classes: int, dim: in
         raise ValueError(f"model {name}: dim must be ≥ 1, got {dim}")
     channels, height, width = input_shape
     trunk = backbone.build_trunk(channels, max(height, width) <= CIFAR_STEM_MAX_SIDE)
-    head = SparseMLP(backbone.features, num_classes, depth=backbone.head_depth, sparse=sparse, backend=backend,
+    head = SparseMLP(backbone.features, num_classes, depth=backbone.head_depth, sparse=sparse, storage=storage,
                      width=backbone.head_width * dim)
     return ConvNet(trunk, head)
 
@@ -143,8 +143,8 @@ def build_cnn(name: str, input_shape: tuple[int, ...], num_classes: int, dim: in
 def builder(name: str) -> Callable[..., ConvNet]:
     """``build_model``-compatible builder of backbone ``name``."""
     def build(input_shape: tuple[int, ...], num_classes: int, dim: int = 1, sparse: bool = True,
-              backend: str = "masked") -> ConvNet:
-        return build_cnn(name, input_shape, num_classes, dim=dim, sparse=sparse, backend=backend)
+              storage: str = "masked") -> ConvNet:
+        return build_cnn(name, input_shape, num_classes, dim=dim, sparse=sparse, storage=storage)
     build.__doc__ = f"{name}: dense trunk, head as in {BACKBONES[name].source}."
     return build
 

@@ -21,13 +21,13 @@ class SparseMLP(nn.Module):
     """
 
     def __init__(self, input_size: int, num_classes: int, dim: int = 1, depth: int = 3,
-                 sparse: bool = True, backend: str = "masked", width: int | None = None) -> None:
+                 sparse: bool = True, storage: str = "masked", width: int | None = None) -> None:
         super().__init__()
         if dim < 1 or depth < 1 or (width is not None and width < 1):
             raise ValueError(f"dim, depth and width must be ≥ 1, got dim={dim}, depth={depth}, width={width}")
         width = width if width is not None else dim * input_size
         sizes = [input_size] + [width] * depth
-        self.hidden = nn.ModuleList(SparseLinear(a, b, backend=backend) if sparse else nn.Linear(a, b)
+        self.hidden = nn.ModuleList(SparseLinear(a, b, storage=storage) if sparse else nn.Linear(a, b)
                                     for a, b in zip(sizes[:-1], sizes[1:]))
         self.classifier = nn.Linear(width, num_classes)
         self.activation = nn.ReLU()
@@ -40,6 +40,6 @@ class SparseMLP(nn.Module):
 
 
 def build_mlp(input_shape: tuple[int, ...], num_classes: int, dim: int = 1, sparse: bool = True,
-              backend: str = "masked") -> SparseMLP:
-    """The paper MLP for inputs of ``input_shape`` (C, H, W); ``backend`` stores its sparse layers."""
-    return SparseMLP(math.prod(input_shape), num_classes, dim=dim, sparse=sparse, backend=backend)
+              storage: str = "masked") -> SparseMLP:
+    """The paper MLP for inputs of ``input_shape`` (C, H, W); ``storage`` stores its sparse layers."""
+    return SparseMLP(math.prod(input_shape), num_classes, dim=dim, sparse=sparse, storage=storage)

@@ -18,10 +18,10 @@ for _name in BACKBONES:
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, dim: int = 1,
-                sparse: bool = True, backend: str = "masked") -> nn.Module:
+                sparse: bool = True, storage: str = "masked") -> nn.Module:
     """Build a registered model; ``sparse=False`` gives the dense (FC) counterpart. Its sparse layers
-    start without links, stored by ``backend`` (see :class:`cht.sparse.SparseLinear`)."""
-    return MODELS.lookup(name)(input_shape, num_classes, dim=dim, sparse=sparse, backend=backend)
+    start without links, stored by ``storage`` (see :class:`cht.sparse.SparseLinear`)."""
+    return MODELS.lookup(name)(input_shape, num_classes, dim=dim, sparse=sparse, storage=storage)
 
 
 def is_convolutional(name: str) -> bool:

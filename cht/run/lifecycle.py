@@ -182,7 +182,7 @@ class Run:
             "epoch_seconds": history.epoch_seconds,
             "train_time_s": sum(history.epoch_seconds),
             "device": str(device),
-            "backend": self.params["backend"],
+            "storage": self.params["storage"],
             "dataset_checksum": checksum,
             "config": self.params,
         }

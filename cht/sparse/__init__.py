@@ -3,11 +3,11 @@ per-layer link counts."""
 
 from cht.sparse import links
 from cht.sparse.density import link_counts
-from cht.sparse.layer import BACKENDS, SparseLinear, iter_sparse_named, sparse_layers
+from cht.sparse.layer import STORAGES, SparseLinear, iter_sparse_named, sparse_layers
 from cht.sparse.optim import after_optimizer_step, align_optimizer_state
 
 __all__ = [
-    "BACKENDS",
+    "STORAGES",
     "SparseLinear",
     "after_optimizer_step",
     "align_optimizer_state",

@@ -11,7 +11,7 @@ The DST engine, initialisers, analysis and checkpoints see a layer only through 
   of gradient-based rules (RigL, GraNet, MEST) that asked for it with :meth:`capture_gradient`;
 * :attr:`SparseLinear.adjacency` — a dense boolean ``(in, out)`` view for topology code on small layers.
 
-Two backends store and compute the layer behind that interface:
+Two storages hold and compute the layer behind that interface:
 
 * ``masked`` — a dense weight kept zero off a boolean mask: one dense product per step, which is what a
   GPU does best and what dense-ish layers need;
@@ -20,9 +20,9 @@ Two backends store and compute the layer behind that interface:
   and a sampled dense-dense product), so a 1%-dense layer costs about 1% of its dense twin.
 
 A third storage, ``stacked``, holds one run's layer as a slice of ``K`` runs' layers stacked for grouped
-training (:mod:`cht.sparse.stacked`). All give the same function. A ``SparseLinear`` switches backend in
-place (:meth:`SparseLinear.to_backend`), carrying its weights and its optimiser state, and a checkpoint of
-one backend loads into the other.
+training (:mod:`cht.sparse.stacked`). All give the same function. A ``SparseLinear`` switches storage in
+place (:meth:`SparseLinear.to_storage`), carrying its weights and its optimiser state, and a checkpoint of
+one storage loads into the other.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from cht.sparse import links as L
 
-BACKENDS = ("masked", "sparse")
+STORAGES = ("masked", "sparse")
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
@@ -75,11 +75,11 @@ class SparseLinear(LinkGeometry, nn.Module):
     :meth:`set_links`.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, backend: str = "masked") -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, storage: str = "masked") -> None:
         super().__init__()
         if in_features <= 0 or out_features <= 0:
             raise ValueError(f"SparseLinear needs positive sizes, got in={in_features}, out={out_features}")
-        _check_backend(backend)
+        _check_storage(storage)
         self.in_features = in_features
         self.out_features = out_features
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
@@ -87,7 +87,7 @@ class SparseLinear(LinkGeometry, nn.Module):
         # Derived from the links, rebuilt whenever they change; moved with the module, never saved.
         for name in ("mask", "_row_ptr", "_cols", "_by_input", "_col_ptr", "_rows_by_input"):
             self.register_buffer(name, None, persistent=False)
-        self.backend = backend
+        self.storage = storage
         self._capturing = False
         self._captured: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None
         self._store(torch.empty(0))
@@ -97,17 +97,17 @@ class SparseLinear(LinkGeometry, nn.Module):
     @property
     def parameter(self) -> nn.Parameter:
         """The parameter holding the link weights (dense ``weight`` or ``values``)."""
-        return self.weight if self.backend == "masked" else self.values
+        return self.weight if self.storage == "masked" else self.values
 
     def link_values(self) -> torch.Tensor:
         """Weights of :attr:`links`, in the same order (detached)."""
-        if self.backend == "masked":
+        if self.storage == "masked":
             return self.weight.detach().view(-1)[self.links]
         return self.values.detach()
 
     def dense_weight(self) -> torch.Tensor:
-        """The weight matrix ``(out, in)``, zero off the links (detached; allocates on the sparse backend)."""
-        if self.backend == "masked":
+        """The weight matrix ``(out, in)``, zero off the links (detached; allocates on the sparse storage)."""
+        if self.storage == "masked":
             return self.weight.detach()
         return self._scatter(self.values.detach())
 
@@ -128,7 +128,7 @@ class SparseLinear(LinkGeometry, nn.Module):
                 raise ValueError(f"values has shape {tuple(values.shape)} for {links.numel()} links")
         old_links = self.links
         self.links = links
-        if self.backend == "masked":
+        if self.storage == "masked":
             self.mask = L.to_mask(links, self.shape)
             if values is None:
                 self.weight.mul_(self.mask)
@@ -168,35 +168,35 @@ class SparseLinear(LinkGeometry, nn.Module):
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Restore the invariant after an optimiser step: on the masked backend, zero the weights off the links."""
-        if self.backend == "masked":
+        """Restore the invariant after an optimiser step: on the masked storage, zero the weights off the links."""
+        if self.storage == "masked":
             self.weight.mul_(self.mask)
 
     @torch.no_grad()
-    def to_backend(self, backend: str, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def to_storage(self, storage: str, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Switch storage in place, carrying weights and the optimiser's state of this layer."""
-        _check_backend(backend)
-        if backend == self.backend:
+        _check_storage(storage)
+        if storage == self.storage:
             return
         old = self.parameter
         values = self.link_values()
         states = dict(optimizer.state.pop(old, {})) if optimizer is not None else {}
-        self.backend = backend
+        self.storage = storage
         self._store(values)
         new = self.parameter
         if optimizer is not None:
             _swap_parameter(optimizer, old, new)
-            optimizer.state[new] = {key: self.state_in_layout(value, backend) for key, value in states.items()}
+            optimizer.state[new] = {key: self.state_in_layout(value, storage) for key, value in states.items()}
 
     # ----- storage --------------------------------------------------------------------------------
 
     def _store(self, values: torch.Tensor) -> None:
-        """Create the backend's parameter (and index structures) holding ``values`` at :attr:`links`."""
+        """Create the storage's parameter (and index structures) holding ``values`` at :attr:`links`."""
         for name in ("weight", "values"):
             if name in self._parameters:
                 del self._parameters[name]
         device = self.links.device
-        if self.backend == "masked":
+        if self.storage == "masked":
             self.mask = L.to_mask(self.links, self.shape)
             weight = torch.zeros(self.shape, device=device, dtype=values.dtype if values.numel() else torch.float32)
             weight.view(-1)[self.links] = values
@@ -207,13 +207,13 @@ class SparseLinear(LinkGeometry, nn.Module):
             self.values = nn.Parameter(values.clone().to(device).contiguous())
             self._index_structures()
 
-    def state_in_layout(self, value: torch.Tensor, backend: str) -> torch.Tensor:
-        """An optimiser state tensor of the old backend in the layout of ``backend``."""
+    def state_in_layout(self, value: torch.Tensor, storage: str) -> torch.Tensor:
+        """An optimiser state tensor of the old storage in the layout of ``storage``."""
         if not torch.is_tensor(value) or value.dim() == 0:
             return value
-        if backend == "sparse" and value.shape == self.shape:
+        if storage == "sparse" and value.shape == self.shape:
             return value.reshape(-1)[self.links].clone()
-        if backend == "masked" and value.dim() == 1 and value.numel() == self.n_links:
+        if storage == "masked" and value.dim() == 1 and value.numel() == self.n_links:
             return self._scatter(value)
         return value
 
@@ -245,7 +245,7 @@ class SparseLinear(LinkGeometry, nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
-        """Load links and weights saved by either backend. The sparse backend gets a new parameter (its
+        """Load links and weights saved by either storage. The sparse storage gets a new parameter (its
         size may change): build optimisers after loading."""
         links_key = prefix + "links"
         if links_key in state_dict:
@@ -257,18 +257,18 @@ class SparseLinear(LinkGeometry, nn.Module):
             with torch.no_grad():
                 self.links = links
                 values = values.to(device=links.device, dtype=self.parameter.dtype)
-                if self.backend == "masked":
+                if self.storage == "masked":
                     self.mask = L.to_mask(links, self.shape)
                     self.weight.zero_().view(-1)[links] = values
                 else:
                     self.values = nn.Parameter(values.clone().contiguous())
                     self._index_structures()
-            state_dict[prefix + ("weight" if self.backend == "masked" else "values")] = self.parameter.detach()
+            state_dict[prefix + ("weight" if self.storage == "masked" else "values")] = self.parameter.detach()
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backend == "masked":
+        if self.storage == "masked":
             return F.linear(x, self.weight, self.bias)
         leading = x.shape[:-1]
         y = _SparseProduct.apply(x.reshape(-1, self.in_features).to(self.values.dtype), self.values, self)
@@ -277,7 +277,7 @@ class SparseLinear(LinkGeometry, nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, links={self.n_links}, "
-                f"density={self.density:.4f}, backend={self.backend}, bias={self.bias is not None}")
+                f"density={self.density:.4f}, storage={self.storage}, bias={self.bias is not None}")
 
 
 class _SparseProduct(torch.autograd.Function):
@@ -305,9 +305,9 @@ class _SparseProduct(torch.autograd.Function):
         return grad_x, grad_values, None
 
 
-def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+def _check_storage(storage: str) -> None:
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
 
 
 def _pointers(keys: torch.Tensor, n: int) -> torch.Tensor:

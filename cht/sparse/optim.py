@@ -2,7 +2,7 @@
 
 How state follows links through removal and regrowth is the layer's business
 (:meth:`cht.sparse.SparseLinear.set_links`); what remains here is the per-step invariant and loading a
-checkpoint written by the other backend.
+checkpoint written by the other storage.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from cht.sparse.layer import SparseLinear
 
 @torch.no_grad()
 def after_optimizer_step(layers: Iterable[SparseLinear]) -> None:
-    """Keep weights off the links at zero (a no-op on the sparse backend, which stores no such weights)."""
+    """Keep weights off the links at zero (a no-op on the sparse storage, which stores no such weights)."""
     for layer in layers:
         layer.after_step()
 
 
 @torch.no_grad()
 def align_optimizer_state(optimizer: torch.optim.Optimizer, layers: Iterable[SparseLinear]) -> None:
-    """Reshape state loaded from a checkpoint of the other backend to each layer's current layout."""
+    """Reshape state loaded from a checkpoint of the other storage to each layer's current layout."""
     for layer in layers:
         state = optimizer.state.get(layer.parameter, {})
         for key, value in list(state.items()):
-            state[key] = layer.state_in_layout(value, layer.backend)
+            state[key] = layer.state_in_layout(value, layer.storage)

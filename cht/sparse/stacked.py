@@ -46,7 +46,7 @@ class GroupedLinear(nn.Module):
     @torch.no_grad()
     def mask_gradient(self) -> None:
         """Keep the unmasked gradient when a member asked for it, then zero the gradient off the links (as
-        :class:`SparseLinear`'s masked backend does in its gradient hook)."""
+        :class:`SparseLinear`'s masked storage does in its gradient hook)."""
         if self.mask is None or self.weight.grad is None:
             return
         if any(self.capturing):

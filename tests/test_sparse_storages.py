@@ -1,4 +1,4 @@
-"""The true-sparse backend computes what the masked backend computes: one step, rewiring, checkpoints,
+"""The true-sparse storage computes what the masked storage computes: one step, rewiring, checkpoints,
 and whole training runs of SET, RigL and CHT on real data."""
 
 import pytest
@@ -22,12 +22,12 @@ def layer_pair(n_in: int, n_out: int, links: torch.Tensor, generator: torch.Gene
     values = torch.randn(links.numel(), generator=generator)
     bias = torch.randn(n_out, generator=generator)
     pair = {}
-    for backend in ("masked", "sparse"):
-        layer = SparseLinear(n_in, n_out, backend=backend).to(device)
+    for storage in ("masked", "sparse"):
+        layer = SparseLinear(n_in, n_out, storage=storage).to(device)
         layer.set_links(links, values)
         layer.bias.data.copy_(bias)
         optimizer = torch.optim.SGD(layer.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
-        pair[backend] = (layer, optimizer)
+        pair[storage] = (layer, optimizer)
     return pair
 
 
@@ -36,7 +36,7 @@ def step(layer: SparseLinear, optimizer, x: torch.Tensor, target: torch.Tensor):
     optimizer.zero_grad(set_to_none=True)
     out = layer(x)
     (out - target).pow(2).mean().backward()
-    link_grad = layer.parameter.grad.reshape(-1)[layer.links] if layer.backend == "masked" else layer.parameter.grad
+    link_grad = layer.parameter.grad.reshape(-1)[layer.links] if layer.storage == "masked" else layer.parameter.grad
     link_grad = link_grad.clone()
     optimizer.step()
     after_optimizer_step([layer])
@@ -45,7 +45,7 @@ def step(layer: SparseLinear, optimizer, x: torch.Tensor, target: torch.Tensor):
 
 def momentum_at_links(layer: SparseLinear, optimizer) -> torch.Tensor:
     state = optimizer.state[layer.parameter]["momentum_buffer"]
-    return state.reshape(-1)[layer.links] if layer.backend == "masked" else state
+    return state.reshape(-1)[layer.links] if layer.storage == "masked" else state
 
 
 SHAPES = [(30, 20, 0.2), (20, 30, 0.05), (7, 1, 0.5), (1, 9, 1.0), (40, 40, 1.0), (25, 35, 0.0)]
@@ -87,7 +87,7 @@ def test_single_link_layer() -> None:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_rewiring_carries_weights_and_state_alike_on_both_backends(seed: int, device: str) -> None:
+def test_rewiring_carries_weights_and_state_alike_on_both_storages(seed: int, device: str) -> None:
     generator = torch.Generator().manual_seed(seed)
     links = random_links(12, 16, 0.3, generator)
     pair = layer_pair(16, 12, links, generator, device)
@@ -116,10 +116,10 @@ def test_rewiring_carries_weights_and_state_alike_on_both_backends(seed: int, de
 
 
 @pytest.mark.parametrize("source, target", [("masked", "sparse"), ("sparse", "masked")])
-def test_switching_backend_and_loading_the_other_backends_checkpoint(source: str, target: str) -> None:
+def test_switching_storage_and_loading_the_other_storages_checkpoint(source: str, target: str) -> None:
     generator = torch.Generator().manual_seed(4)
     links = random_links(10, 14, 0.25, generator)
-    layer = SparseLinear(14, 10, backend=source)
+    layer = SparseLinear(14, 10, storage=source)
     layer.set_links(links, torch.randn(links.numel(), generator=generator))
     optimizer = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
     x = torch.randn(4, 14, generator=generator)
@@ -128,11 +128,11 @@ def test_switching_backend_and_loading_the_other_backends_checkpoint(source: str
     values, momentum = layer.link_values().clone(), momentum_at_links(layer, optimizer).clone()
     saved_model, saved_optimizer = layer.state_dict(), optimizer.state_dict()
 
-    layer.to_backend(target, optimizer)
-    assert layer.backend == target and torch.equal(layer.link_values(), values)
+    layer.to_storage(target, optimizer)
+    assert layer.storage == target and torch.equal(layer.link_values(), values)
     assert torch.equal(momentum_at_links(layer, optimizer), momentum)
 
-    restored = SparseLinear(14, 10, backend=target)
+    restored = SparseLinear(14, 10, storage=target)
     restored.load_state_dict(saved_model)
     restored_optimizer = torch.optim.SGD(restored.parameters(), lr=0.1, momentum=0.9)
     restored_optimizer.load_state_dict(saved_optimizer)
@@ -159,8 +159,8 @@ def test_dense_gradient_on_request_equals_the_masked_layers_full_gradient() -> N
 
 
 @pytest.fixture(scope="module")
-def runs_by_backend(fashion_root, tmp_path_factory):
-    """SET, RigL and CHT trained on both backends, with the links after every update recorded."""
+def runs_by_storage(fashion_root, tmp_path_factory):
+    """SET, RigL and CHT trained on both storages, with the links after every update recorded."""
     snapshots: dict[tuple[str, str], list[list[torch.Tensor]]] = {}
     original = Evolution.update
 
@@ -173,23 +173,23 @@ def runs_by_backend(fashion_root, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Evolution, "update", recording)
         for method in ("set", "rigl", "cht"):
-            for backend in ("masked", "sparse"):
-                patch.setattr(Evolution, "_key", (method, backend), raising=False)
-                config = TrainConfig(method=method, backend=backend, epochs=3, max_train_samples=2000,
+            for storage in ("masked", "sparse"):
+                patch.setattr(Evolution, "_key", (method, storage), raising=False)
+                config = TrainConfig(method=method, storage=storage, epochs=3, max_train_samples=2000,
                                      max_test_samples=1000, data_root=str(fashion_root), device="cpu",
                                      tracking=False, progress=False)
-                metrics[method, backend] = train(config, tmp_path_factory.mktemp(f"{method}-{backend}"))
+                metrics[method, storage] = train(config, tmp_path_factory.mktemp(f"{method}-{storage}"))
     return metrics, snapshots
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["set", "rigl", "cht"])
-def test_training_runs_agree_across_backends(runs_by_backend, method: str) -> None:
+def test_training_runs_agree_across_storages(runs_by_storage, method: str) -> None:
     """Masks after every update share ≥ 99% of their links (a removal decision may flip on float rounding
-    at its cut-off), and accuracies differ by at most 1.5 points: the two backends sum products in different
+    at its cut-off), and accuracies differ by at most 1.5 points: the two storages sum products in different
     orders (relative differences ~1e-6 per step), which moves a handful of the 1000 test predictions over
     three epochs, far less than the differences between methods or seeds."""
-    metrics, snapshots = runs_by_backend
+    metrics, snapshots = runs_by_storage
     masked, sparse = snapshots[method, "masked"], snapshots[method, "sparse"]
     assert len(masked) == len(sparse) == 2
     for update_masked, update_sparse in zip(masked, sparse):
@@ -198,4 +198,4 @@ def test_training_runs_agree_across_backends(runs_by_backend, method: str) -> No
             assert int(L.contains(links_m, links_s).sum()) >= 0.99 * links_m.numel()
     for a, b in zip(metrics[method, "masked"]["test_accuracy"], metrics[method, "sparse"]["test_accuracy"]):
         assert abs(a - b) <= 0.015
-    assert metrics[method, "sparse"]["backend"] == "sparse"
+    assert metrics[method, "sparse"]["storage"] == "sparse"
