@@ -88,6 +88,8 @@ AUTOMATIC_FIELDS = frozenset({"augment", "mixed_precision", "channels_last", "ea
 # At or below this density the sparse storage trains faster than the masked one on a CPU
 # (bench/train_throughput.py: paper MLP, batch 32 and 256, 1 and 2 threads): `storage: auto` stores by it.
 SPARSE_STORAGE_MAX_DENSITY = 0.1
+# Keys that earlier versions spelled otherwise, so that an old config is told the new name.
+RENAMED_KEYS = {"backend": "storage"}
 
 
 @dataclass
@@ -222,7 +224,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         for key in values:
             if key not in known:
-                close = difflib.get_close_matches(key, sorted(known), n=1)
+                close = [RENAMED_KEYS[key]] if key in RENAMED_KEYS else difflib.get_close_matches(key, sorted(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {sorted(known)}"
                 raise ConfigError(f"unknown config key {key!r}{hint}", key)
         return cls(**values)

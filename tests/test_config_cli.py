@@ -28,6 +28,8 @@ def test_bad_values_name_the_field(field, value) -> None:
 def test_unknown_key_gets_a_suggestion() -> None:
     with pytest.raises(ConfigError, match="did you mean 'density'"):
         TrainConfig.from_dict({"densty": 0.1})
+    with pytest.raises(ConfigError, match="unknown config key 'backend'; did you mean 'storage'"):  # renamed
+        TrainConfig.from_dict({"backend": "sparse"})
 
 
 def test_yaml_then_overrides(tmp_path) -> None:
