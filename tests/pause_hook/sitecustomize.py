@@ -10,8 +10,9 @@ this folder on ``PYTHONPATH`` of the processes it starts (and of their children:
   boundary that a paused run never reaches), and after ``MAX_PAUSE_S`` it ends itself, so that a test that
   died before killing it leaves nothing behind for long.
 
-Without both variables nothing is changed. Only ``cht.train`` is patched, once it is imported: the processes
-that never import it (Snakemake itself) are left alone.
+Without both variables nothing is changed. Only the module that holds the point is patched, once it is
+imported (``cht.train`` steps a run, ``cht.run.lifecycle`` saves its checkpoints): the processes that never
+import it (Snakemake itself) are left alone.
 """
 
 import importlib.abc
@@ -61,9 +62,13 @@ def patch(module) -> None:
         raise ValueError(f"CHT_TEST_PAUSE={POINT!r}: expected first_step or first_checkpoint")
 
 
+#: the module that calls the function a point wraps
+MODULES = {"first_step": "cht.train", "first_checkpoint": "cht.run.lifecycle"}
+
+
 class PatchTrainingOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "cht.train":
+        if name != MODULES.get(POINT):
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
