@@ -224,7 +224,8 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         for key in values:
             if key not in known:
-                close = [RENAMED_KEYS[key]] if key in RENAMED_KEYS else difflib.get_close_matches(key, sorted(known), n=1)
+                close = ([RENAMED_KEYS[key]] if key in RENAMED_KEYS
+                         else difflib.get_close_matches(key, sorted(known), n=1))
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {sorted(known)}"
                 raise ConfigError(f"unknown config key {key!r}{hint}", key)
         return cls(**values)

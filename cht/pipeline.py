@@ -65,16 +65,10 @@ def settings(config: Mapping[str, Any]) -> list[dict[str, str]]:
     return [dict(zip(SETTING_KEY, combination)) for combination in itertools.product(*(values[k] for k in SETTING_KEY))]
 
 
-def dataset_train_settings(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
-    """The ``train`` settings of the runs on ``dataset``: the shared ones, then the dataset's own
-    (``train_per_dataset``)."""
-    return {**config["train"], **config["train_per_dataset"].get(dataset, {})}
-
-
 def train_settings(config: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
-    """The full TrainConfig of one run (its wildcard values given), as a plain dict: its dataset's ``train``
-    settings, the run's key and the run-wide keys."""
-    return {**dataset_train_settings(config, run["dataset"]),
+    """The full TrainConfig of one run (its wildcard values given), as a plain dict: the shared ``train``
+    settings, the dataset's own (``train_per_dataset``), the run's key and the run-wide keys."""
+    return {**config["train"], **config["train_per_dataset"].get(run["dataset"], {}),
             **{key: parse_wildcard(key, str(run[key])) for key in RUN_KEY},
             "data_root": config["data_root"], "data_sources": config["data_sources"],
             "experiment": config["experiment"], "tracking": config["tracking"], "progress": False}

@@ -173,7 +173,6 @@ class BuiltRun:
 
     model: nn.Module
     layers: list
-    initial_links: list[int]
     initial_masks: list[torch.Tensor]
     final_links: list[int]
 
@@ -188,8 +187,7 @@ def build_run(config: TrainConfig, method: Method, x_train: torch.Tensor | None,
     build_sparse_topology(model, config, x_train)
     layers = sparse_layers(model)
     store_layers(layers, storage)
-    return BuiltRun(model, layers, [layer.n_links for layer in layers], layer_adjacencies(layers),
-                    final_link_counts(model, config))
+    return BuiltRun(model, layers, layer_adjacencies(layers), final_link_counts(model, config))
 
 
 def run_params(config: TrainConfig, method: Method, device: torch.device, storage: str) -> dict[str, Any]:

@@ -84,7 +84,8 @@ def test_grouping_follows_the_config_alone(config, monkeypatch) -> None:
     assert not grouping_enabled({**automatic, "train": {**config["train"], "device": "cpu"}})
     assert grouping_enabled({**automatic, "train": {**config["train"], "device": "cuda:1"}})
     assert grouping_enabled({**automatic, "train_per_dataset": {"mnist": {"device": "cuda"}}})
-    assert not grouping_enabled({**automatic, "models": ["mlp", "vgg16"], "train": {**config["train"], "device": "cuda"}})
+    on_cuda = {**config["train"], "device": "cuda"}
+    assert not grouping_enabled({**automatic, "models": ["mlp", "vgg16"], "train": on_cuda})
     with pytest.raises(ConfigError, match="group_runs: grouped training stacks MLPs only"):
         grouping_enabled({**config, "group_runs": True, "models": ["vgg16"]})
 

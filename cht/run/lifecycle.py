@@ -51,17 +51,13 @@ def check_finite(train_loss: float, epoch: int, config: TrainConfig) -> None:
                                f"{config.method} on {config.dataset}; lower lr (now {config.lr})")
 
 
-def lr_factor(epoch: int, config: TrainConfig) -> float:
-    """Linear decay from 1 to ``lr_final_factor`` over ``lr_decay_fraction`` of the epochs, then flat."""
-    decay_epochs = config.lr_decay_fraction * config.epochs
-    if decay_epochs <= 0:
-        return config.lr_final_factor
-    return 1.0 - (1.0 - config.lr_final_factor) * min(epoch / decay_epochs, 1.0)
-
-
 def epoch_lr(epoch: int, config: TrainConfig) -> float:
-    """The learning rate of ``epoch`` (0-based)."""
-    return config.lr * lr_factor(epoch, config)
+    """The learning rate of ``epoch`` (0-based): ``lr``, decaying linearly to ``lr · lr_final_factor`` over
+    ``lr_decay_fraction`` of the epochs, then flat."""
+    decay_epochs = config.lr_decay_fraction * config.epochs
+    factor = (config.lr_final_factor if decay_epochs <= 0
+              else 1.0 - (1.0 - config.lr_final_factor) * min(epoch / decay_epochs, 1.0))
+    return config.lr * factor
 
 
 def layer_adjacencies(layers: Sequence) -> list[torch.Tensor]:
@@ -258,6 +254,11 @@ def train_runs(stepper: Stepper, runs: Sequence[Run], checkpoint: Path, state: d
 
     steps_per_epoch = stepper.steps_per_epoch
     total_steps = steps_per_epoch * shared.epochs
+
+    def evolve(index: int, steps_done: int, epoch: int) -> None:
+        """Run ``runs[index]``'s due update after step ``steps_done`` and let the stepper follow its topology."""
+        runs[index].record_update(steps_done, total_steps, epoch + 1)
+        stepper.after_update(index)
     with ExitStack() as open_runs:
         for run in runs:
             open_runs.enter_context(run.tracker.run())  # closed KILLED or FAILED by an exception
@@ -285,11 +286,10 @@ def train_runs(stepper: Stepper, runs: Sequence[Run], checkpoint: Path, state: d
                 due = [run.evolution.begin_step(epoch + 1, shared.epochs, steps_done, total_steps, epoch_end)
                        for run in runs]
                 total_loss += stepper.step(batch)
-                for index, run in enumerate(runs):
-                    if due[index] and not epoch_end:
-                        run.record_update(steps_done, total_steps, epoch + 1)
-                        stepper.after_update(index)
-                    elif due[index]:
+                for index, update_due in enumerate(due):
+                    if update_due and not epoch_end:
+                        evolve(index, steps_done, epoch)
+                    elif update_due:
                         pending[index] = steps_done  # after this epoch's evaluation
                 if stop.received and not epoch_end:
                     save(epoch - 1, epoch_start, {"batches": batch_index + 1, "loss": total_loss.tolist(),
@@ -303,8 +303,7 @@ def train_runs(stepper: Stepper, runs: Sequence[Run], checkpoint: Path, state: d
                 run.history.test_accuracy.append(accuracies[index])
                 run.history.train_loss.append(train_losses[index])
                 if pending[index]:
-                    run.record_update(pending[index], total_steps, epoch + 1)
-                    stepper.after_update(index)
+                    evolve(index, pending[index], epoch)
             seconds = time.perf_counter() - started  # a group's members share it: the epoch of all of them
             for run in runs:
                 run.log_epoch(epoch, seconds)
