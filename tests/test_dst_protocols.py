@@ -272,8 +272,10 @@ def test_neurips2025_sets_up_the_table_methods_as_the_later_release() -> None:
     assert cht.schedule.zeta_decay == "cosine"
     for name, rule in (("chtsp", "CH3-L3"), ("chtsn", "CH2-L3n")):
         method = resolve_method(name, "neurips2025")
-        assert method.regrowth == SoftCHRegrowth(rule) and method.schedule.zeta_decay == "surplus"
-        assert method.initial_density(0.01) == pytest.approx(0.06)
+        assert method.regrowth == SoftCHRegrowth(rule, shortage="score_floor"), name
+        assert method.schedule.zeta_decay == "surplus" and method.initial_density(0.01) == pytest.approx(0.06)
+        assert resolve_method(name, "uniform").regrowth == SoftCHRegrowth(rule), name  # the project's fill
+    assert resolve_method("chtssn", "neurips2025").regrowth == SoftCHRegrowth("CH2-L3n", shortage="score_floor")
     assert resolve_method("chtssn", "neurips2025").initial_density(0.01) == 0.5
     assert resolve_method("gmp", "neurips2025").initial_density(0.01) == 0.5
     assert resolve_method("set", "neurips2025").schedule.end_fraction == 1.0  # no --adaptive_zeta

@@ -298,11 +298,86 @@ def test_soft_ch_regrowth_fills_a_shortage(storage: str, monkeypatch) -> None:
     assert mask_pairs(scores.t() > 0) <= grown
 
 
+def without_replacement_probability(weights: dict, chosen: tuple) -> float:
+    """Slow reference: the probability that successive draws ∝ weight, without replacement, pick the set
+    ``chosen`` (summed over every order of drawing it)."""
+    import itertools
+
+    total = 0.0
+    for order in itertools.permutations(chosen):
+        left, probability = sum(weights.values()), 1.0
+        for pair in order:
+            probability *= weights[pair] / left
+            left -= weights[pair]
+        total += probability
+    return total
+
+
+def test_score_floor_draws_every_free_position_in_proportion_to_its_raised_score(storage: str,
+                                                                                   monkeypatch) -> None:
+    """A shortage of positive scores under the later release's rule: all n links are drawn ∝ score + floor
+    among every free position (the floor raised to 1 here so that its effect is measurable)."""
+    from cht.dst import regrowth
+
+    monkeypatch.setattr(regrowth, "RELEASE_SCORE_FLOOR", 1.0)
+    layer = layer_with(2, 2, torch.tensor([0]), torch.tensor([1.0]), storage)  # out 0 ← in 0
+    scores = torch.tensor([[0.0, 3.0], [0.0, 0.0]])  # (n_in, n_out): only in 0 → out 1 scores > 0
+    monkeypatch.setattr(topology, "link_scores", FakeScorer(scores))
+    weights = {(1, 0): 4.0, (0, 1): 1.0, (1, 1): 1.0}  # (out, in): score + floor
+    rule = SoftCHRegrowth("CH3-L3n", shortage="score_floor")
+    draws, generator = 3000, torch.Generator().manual_seed(1)
+    observed: dict[tuple, int] = {}
+    for _ in range(draws):
+        context_ = RegrowthContext(survivors=layer.links, progress=0.0, generator=generator)
+        grown = check_grown(layer, rule(layer, 2, context_), layer.links)
+        assert len(grown) == 2 and context_.stats["fallback"] == len(grown - {(1, 0)})
+        key = tuple(sorted(grown))
+        observed[key] = observed.get(key, 0) + 1
+    for chosen in [((0, 1), (1, 0)), ((1, 0), (1, 1)), ((0, 1), (1, 1))]:
+        expected = without_replacement_probability(weights, chosen)
+        sigma = math.sqrt(expected * (1 - expected) / draws)
+        assert abs(observed.get(chosen, 0) / draws - expected) < 4 * sigma, chosen
+
+
+def test_score_floor_may_reach_neurons_without_links_where_the_fill_does_not(storage: str, monkeypatch) -> None:
+    """Inputs 4, 5 and outputs 6, 7 have no links: the project's fill stays among linked neurons while the
+    release's floor lets every free position compete."""
+    n_in, n_out = 6, 8
+    links = torch.tensor(sorted(o * n_in + i for o in range(6) for i in range(4) if (o + i) % 3 == 0))
+    layer = layer_with(n_in, n_out, links, torch.ones(len(links)), storage)
+    scores = torch.zeros(n_in, n_out)
+    scores[1, 0] = scores[2, 0] = 2.0  # two positive candidates between linked neurons
+    monkeypatch.setattr(topology, "link_scores", FakeScorer(scores))
+
+    def touches_isolated(grown: set) -> bool:
+        return any(o >= 6 or i >= 4 for o, i in grown)
+
+    reached = {"fill": 0, "score_floor": 0}
+    for shortage in reached:
+        for seed in range(10):
+            context_ = regrowth_context(layer.links, seed)
+            grown = check_grown(layer, SoftCHRegrowth("CH3-L3n", shortage=shortage)(layer, 8, context_), layer.links)
+            assert len(grown) == 8 and context_.stats["fallback"] == len(grown - {(0, 1), (0, 2)})
+            reached[shortage] += touches_isolated(grown)
+    assert reached["fill"] == 0 and reached["score_floor"] > 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_score_floor_without_a_shortage_draws_as_the_fill_rule(seed: int, storage: str, monkeypatch) -> None:
+    layer, scores = ch_layer_and_scores(seed, positive=10, storage=storage)
+    monkeypatch.setattr(topology, "link_scores", FakeScorer(scores))
+    draws = [SoftCHRegrowth("CH3-L3n", shortage=shortage)(layer, 6, regrowth_context(layer.links, seed))
+             for shortage in ("fill", "score_floor")]
+    assert torch.equal(*draws)
+
+
 def test_ch_rules_reject_unknown_names() -> None:
     with pytest.raises(ValueError, match="rule"):
         CHRegrowth("CH9-L7")
     with pytest.raises(ValueError, match="selection"):
         CHRegrowth("CH3-L3", selection="best")
+    with pytest.raises(ValueError, match="shortage"):
+        SoftCHRegrowth("CH3-L3n", shortage="uniform")
 
 
 def test_real_ch3_scores_drive_the_rule(storage: str) -> None:

@@ -10,8 +10,9 @@ running.
   project's tie and fallback rules, so differences between methods come from the methods alone.
 * ``neurips2025``: what the later release's MLP commands run, the setting of the NeurIPS 2025 paper's
   Table 7 (``config/neurips2025_mlp.yaml``): Kaiming on the dense fan-in for the baselines, SWI on the
-  fan-out for the CH methods, ``nn.Linear``'s default biases, hard magnitude removal, and CHT with
-  threshold selection, cosine ζ until 75% of training and sticky early stop.
+  fan-out for the CH methods, ``nn.Linear``'s default biases, hard magnitude removal, soft CH regrowth
+  that lets every free position compete when too few score > 0, and CHT with threshold selection, cosine
+  ζ until 75% of training and sticky early stop.
 * ``released``: what the authors' commands run (sources cited next to each override below). The
   baselines get the SET command's ``--init_mode kaiming`` (``N(0, 2/fan_in)`` on the dense fan-in, drawn
   then masked) and CHT gets SWI on the ICLR release's CSTI path (most CSTI links start at 0, see
@@ -35,7 +36,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cht.dst.methods import EarlyStop, Method, get_method
-from cht.dst.regrowth import CHRegrowth, RandomRegrowth
+from cht.dst.regrowth import CHRegrowth, RandomRegrowth, SoftCHRegrowth
 from cht.dst.removal import MagnitudeRemoval, MagnitudeTopKRemoval
 from cht.dst.schedule import EvolutionSchedule
 from cht.registry import Registry
@@ -141,6 +142,13 @@ LATER_INIT = {"weight_init": "kaiming_released", "bias_init": "uniform_fan_in"}
 LATER_BASELINE = {**LATER_INIT, "removal": MagnitudeTopKRemoval()}
 LATER_CH = {"weight_init": "swi_fan_out", "bias_init": "uniform_fan_in"}
 
+
+def later_soft_ch(rule: str) -> dict[str, object]:
+    """A `*_soft` regrowth command of d1677b5: when fewer free positions than links to grow score > 0, every
+    free position competes with its score raised by 1e-5 (dst_scheduler.py:558-562, :585-590)."""
+    return {**LATER_CH, "regrowth": SoftCHRegrowth(rule, shortage="score_floor")}
+
+
 register_protocol(SetupProtocol(
     "neurips2025", "what the later release's MLP commands run (NeurIPS 2025 Table 7): Kaiming (dense fan-in) for the "
                    "baselines, SWI on the fan-out for CH methods, nn.Linear biases, hard magnitude removal, CHT with "
@@ -168,9 +176,9 @@ register_protocol(SetupProtocol(
         "cht": {**LATER_CH, "removal": MagnitudeTopKRemoval(), "regrowth": CHRegrowth("CH3-L3", selection="iclr"),
                 "early_stop": EarlyStop(0.9, sticky=True),
                 "schedule": EvolutionSchedule(zeta_decay="cosine", end_fraction=0.75)},
-        "chtsp": LATER_CH,
-        "chtsn": LATER_CH,
-        "chtsp_ri": LATER_CH,
-        "chtsn_ri": LATER_CH,
-        "chtssn": LATER_CH,
+        "chtsp": later_soft_ch("CH3-L3"),
+        "chtsn": later_soft_ch("CH2-L3n"),
+        "chtsp_ri": later_soft_ch("CH3-L3"),
+        "chtsn_ri": later_soft_ch("CH2-L3n"),
+        "chtssn": later_soft_ch("CH2-L3n"),
     }))

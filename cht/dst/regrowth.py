@@ -10,8 +10,9 @@ positions exist). When a CH rule finds fewer than ``n`` candidates with a positi
 of them and fills the shortage uniformly at random, first among positions joining two neurons that
 still have links in this layer (so the fill does not revive neurons that percolation or removal left
 without links), then among all free positions; the number of links filled that way is reported as
-``stats["fallback"]``. Rules that score every position (gradients, CH scores) build the dense matrix
-they need; random regrowth and the fill never do.
+``stats["fallback"]``. Soft CH regrowth can instead handle a shortage as the later release does
+(``shortage="score_floor"``, see :class:`SoftCHRegrowth`). Rules that score every position (gradients,
+CH scores) build the dense matrix they need; random regrowth and the fill never do.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ from cht.sparse import links
 from cht.sparse.layer import SparseLinear
 
 CH_SELECTIONS = ("top_n", "iclr")
+SHORTAGE_RULES = ("fill", "score_floor")
+# The later release adds this to every free position's score when the n-th best is 0
+# (Cannistraci-Hebb-training, mlp_and_cnn/dst_scheduler.py:558-562 for L3n and :585-590 for L3p at d1677b5),
+# then samples n of all free positions ∝ the raised score (:607-613).
+RELEASE_SCORE_FLOOR = 1e-5
 
 
 @dataclass
@@ -158,19 +164,37 @@ class CHRegrowth:
 class SoftCHRegrowth:
     """CHTs rule: ``n`` candidates drawn without replacement with probability ∝ their CH score.
 
-    The default node-based rule (CH3-L3n) is the one the soft-rule paper samples from.
+    The default node-based rule (CH3-L3n) is the one the soft-rule paper samples from. When fewer than
+    ``n`` free positions score > 0, ``shortage`` decides the rest:
+
+    * ``"fill"``: every positive candidate is grown and the shortage is filled as the module describes,
+      preferring positions between neurons that still have links;
+    * ``"score_floor"``: as the later release, every free position's score is raised by
+      :data:`RELEASE_SCORE_FLOOR` and all ``n`` are drawn ∝ the raised score, so zero-score positions compete
+      with the positive ones and new links may reach neurons that percolation left without links.
+
+    ``stats["fallback"]`` counts the grown links that scored 0 either way.
     """
 
     rule: str = "CH3-L3n"
+    shortage: str = "fill"
 
     def __post_init__(self) -> None:
         _check_ch_rule(self.rule, "SoftCHRegrowth")
+        if self.shortage not in SHORTAGE_RULES:
+            raise ValueError(f"SoftCHRegrowth: shortage {self.shortage!r} is not one of {SHORTAGE_RULES}")
 
     def __call__(self, layer: SparseLinear, n: int, context: RegrowthContext) -> torch.Tensor:
         adjacency = survivor_adjacency(layer, context)
         scores = ch_scores(self.rule, adjacency, context)
         with timed(context.timings, "selection", scores.device):
-            positive = ~adjacency & (scores > 0)
-            grown = topology.sample_proportional(scores, positive, min(n, int(positive.sum())),
-                                                 generator=context.generator)
+            free = ~adjacency
+            positive = free & (scores > 0)
+            n_positive = int(positive.sum())
+            if self.shortage == "score_floor" and n_positive < n:
+                grown = topology.sample_proportional(scores + RELEASE_SCORE_FLOOR, free,
+                                                     min(n, int(free.sum())), generator=context.generator)
+                context.stats["fallback"] = int((grown & ~positive).sum())
+                return positions_of(grown)
+            grown = topology.sample_proportional(scores, positive, min(n, n_positive), generator=context.generator)
             return fill_shortage(layer, positions_of(grown), n, context)
