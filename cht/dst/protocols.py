@@ -151,8 +151,9 @@ def later_soft_ch(rule: str) -> dict[str, object]:
 
 register_protocol(SetupProtocol(
     "neurips2025", "what the later release's MLP commands run (NeurIPS 2025 Table 7): Kaiming (dense fan-in) for the "
-                   "baselines, SWI on the fan-out for CH methods, nn.Linear biases, hard magnitude removal, CHT with "
-                   "threshold selection, cosine zeta until 75% and sticky early stop",
+                   "baselines, SWI on the fan-out for CH methods, nn.Linear biases, hard magnitude removal, soft CH "
+                   "regrowth over every free position when too few score > 0, CHT with threshold selection, cosine "
+                   "zeta until 75% and sticky early stop",
     per_method={
         "static": LATER_INIT,
         # SET command: `--regrow_method random --init_mode kaiming --remove_method weight_magnitude`, no
