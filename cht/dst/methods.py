@@ -241,3 +241,9 @@ register_method(Method("chtsp_ri", "chtsp with removal by relative importance (-
                        removal=RelativeImportanceRemoval(), regrowth=SoftCHRegrowth("CH3-L3"), **EM_S, **CHT_TOPOLOGY))
 register_method(Method("chtsn_ri", "chtsn with removal by relative importance (--remove_method ri)",
                        removal=RelativeImportanceRemoval(), regrowth=SoftCHRegrowth("CH2-L3n"), **EM_S, **CHT_TOPOLOGY))
+# The same command without --EM_S, to see which of its parts sets the ANP: the target density throughout, ζ 0.3
+# of the links replaced at every update until the end (T_end = the epochs without --EM_S or --adaptive_zeta,
+# run.py:195-198; the removed count is regrown, dst_scheduler.py:513-514).
+register_method(Method("chtsn_no_em_s", "chtsn without --EM_S: the target density throughout, ζ 0.3 replaced at "
+                                        "every update until the end",
+                       removal=MagnitudeTopKRemoval(), regrowth=SoftCHRegrowth("CH2-L3n"), **CHT_TOPOLOGY))
