@@ -277,9 +277,10 @@ def test_neurips2025_sets_up_the_table_methods_as_the_later_release() -> None:
         assert method.schedule.zeta_decay == "surplus" and method.initial_density(0.01) == pytest.approx(0.06)
         assert resolve_method(name, "uniform").regrowth == SoftCHRegrowth(rule), name  # the project's fill
     assert resolve_method("chtssn", "neurips2025").regrowth == SoftCHRegrowth("CH2-L3n", shortage="score_floor")
-    without_em_s = resolve_method("chtsn_no_em_s", "neurips2025")
-    assert without_em_s.regrowth == SoftCHRegrowth("CH2-L3n", shortage="score_floor") and without_em_s.percolation
-    assert without_em_s.initial_density(0.01) == 0.01 and without_em_s.schedule == EvolutionSchedule()
+    for name, rule in (("chtsp_no_em_s", "CH3-L3"), ("chtsn_no_em_s", "CH2-L3n")):
+        without_em_s = resolve_method(name, "neurips2025")
+        assert without_em_s.regrowth == SoftCHRegrowth(rule, shortage="score_floor") and without_em_s.percolation
+        assert without_em_s.initial_density(0.01) == 0.01 and without_em_s.schedule == EvolutionSchedule()
     assert resolve_method("chtssn", "neurips2025").initial_density(0.01) == 0.5
     assert resolve_method("gmp", "neurips2025").initial_density(0.01) == 0.5
     assert resolve_method("set", "neurips2025").schedule.end_fraction == 1.0  # no --adaptive_zeta

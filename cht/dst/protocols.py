@@ -181,6 +181,7 @@ register_protocol(SetupProtocol(
         "chtsn": later_soft_ch("CH2-L3n"),
         "chtsp_ri": later_soft_ch("CH3-L3"),
         "chtsn_ri": later_soft_ch("CH2-L3n"),
+        "chtsp_no_em_s": later_soft_ch("CH3-L3"),
         "chtsn_no_em_s": later_soft_ch("CH2-L3n"),
         "chtssn": later_soft_ch("CH2-L3n"),
     }))
