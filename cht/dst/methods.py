@@ -244,7 +244,8 @@ register_method(Method("chtsn_ri", "chtsn with removal by relative importance (-
 # The same command without --EM_S, to see which of its parts sets the ANP: the target density throughout, ζ 0.3
 # of the links replaced at every update until the end (T_end = the epochs without --EM_S or --adaptive_zeta,
 # run.py:195-198; the removed count is regrown, dst_scheduler.py:513-514).
-for name, rule in (("chtsp_no_em_s", "CH3-L3"), ("chtsn_no_em_s", "CH2-L3n")):
-    register_method(Method(name, f"{name[:5]} without --EM_S: the target density throughout, ζ 0.3 replaced at "
-                                 "every update until the end",
-                           removal=MagnitudeTopKRemoval(), regrowth=SoftCHRegrowth(rule), **CHT_TOPOLOGY))
+for base in ("chtsp", "chtsn"):
+    register_method(replace(get_method(base), name=f"{base}_no_em_s",
+                            description=f"{base} without --EM_S: the target density throughout, ζ 0.3 replaced at "
+                                        "every update until the end",
+                            schedule=EvolutionSchedule(), density=ConstantDensity()))

@@ -36,7 +36,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cht.dst.methods import EarlyStop, Method, get_method
-from cht.dst.regrowth import CHRegrowth, RandomRegrowth, SoftCHRegrowth
+from cht.dst.regrowth import CHRegrowth, RandomRegrowth
 from cht.dst.removal import MagnitudeRemoval, MagnitudeTopKRemoval
 from cht.dst.schedule import EvolutionSchedule
 from cht.registry import Registry
@@ -143,10 +143,11 @@ LATER_BASELINE = {**LATER_INIT, "removal": MagnitudeTopKRemoval()}
 LATER_CH = {"weight_init": "swi_fan_out", "bias_init": "uniform_fan_in"}
 
 
-def later_soft_ch(rule: str) -> dict[str, object]:
-    """A `*_soft` regrowth command of d1677b5: when fewer free positions than links to grow score > 0, every
-    free position competes with its score raised by 1e-5 (dst_scheduler.py:558-562, :585-590)."""
-    return {**LATER_CH, "regrowth": SoftCHRegrowth(rule, shortage="score_floor")}
+def later_soft_ch(method_name: str) -> dict[str, object]:
+    """A `*_soft` regrowth command of d1677b5: the method's own soft CH rule, except that when fewer free positions
+    than links to grow score > 0, every free position competes with its score raised by 1e-5
+    (dst_scheduler.py:558-562, :585-590)."""
+    return {**LATER_CH, "regrowth": replace(get_method(method_name).regrowth, shortage="score_floor")}
 
 
 register_protocol(SetupProtocol(
@@ -177,11 +178,6 @@ register_protocol(SetupProtocol(
         "cht": {**LATER_CH, "removal": MagnitudeTopKRemoval(), "regrowth": CHRegrowth("CH3-L3", selection="iclr"),
                 "early_stop": EarlyStop(0.9, sticky=True),
                 "schedule": EvolutionSchedule(zeta_decay="cosine", end_fraction=0.75)},
-        "chtsp": later_soft_ch("CH3-L3"),
-        "chtsn": later_soft_ch("CH2-L3n"),
-        "chtsp_ri": later_soft_ch("CH3-L3"),
-        "chtsn_ri": later_soft_ch("CH2-L3n"),
-        "chtsp_no_em_s": later_soft_ch("CH3-L3"),
-        "chtsn_no_em_s": later_soft_ch("CH2-L3n"),
-        "chtssn": later_soft_ch("CH2-L3n"),
+        **{name: later_soft_ch(name)
+           for name in ("chtsp", "chtsn", "chtsp_ri", "chtsn_ri", "chtsp_no_em_s", "chtsn_no_em_s", "chtssn")},
     }))
