@@ -162,11 +162,13 @@ def _compare(args: argparse.Namespace) -> int:
     from cht.io import OutputError
 
     try:
-        table = compare_folder(args.runs, args.out, path_sources=args.path_sources, seed=args.seed)
+        table = compare_folder(args.runs, args.out, path_sources=args.path_sources, seed=args.seed,
+                               readmes=args.readmes)
     except ValueError as error:  # runs that do not form a table (the same run twice, a foreign metrics.json)
-        raise OutputError(f"{args.runs}: {error}") from None
+        raise OutputError(f"{' '.join(map(str, args.runs))}: {error}") from None
     print((args.out / "tables" / "reproduction.md").read_text())
-    print(f"wrote {args.out}/tables and {args.out}/figures ({len(table)} cells compared)")
+    print(f"wrote {args.out}/tables and {args.out}/figures ({len(table)} cells compared)"
+          + "".join(f"; filled {readme}" for readme in args.readmes))
     return 0
 
 
@@ -187,7 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--data-source", dest="data_sources", action="append")
     compare = commands.add_parser("compare", help="set the finished runs of a folder beside the published tables "
                                                   "(copies metrics.json and topology.json, writes tables and a figure)")
-    compare.add_argument("runs", type=Path, help="a runs folder, e.g. results/neurips2025/runs")
+    compare.add_argument("runs", type=Path, nargs="+",
+                         help="runs folders, e.g. results/neurips2025/runs; OUT/runs among them keeps the runs "
+                              "collected before")
+    compare.add_argument("--readme", dest="readmes", type=Path, action="append", default=[],
+                         help="a Markdown file whose <!-- results --> block (the whole section) or "
+                              "<!-- reproduction-table --> block (the table) is rewritten; repeatable")
     compare.add_argument("--out", type=Path, required=True, help="folder for runs/, tables/ and figures/")
     compare.add_argument("--path-sources", type=int, default=256,
                          help="path-length sources of the topology analysis (the pipeline's analysis.path_sources)")

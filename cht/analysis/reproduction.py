@@ -19,7 +19,8 @@ published and the reproduced orderings of the methods (``scipy.stats.kendalltau`
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -226,49 +227,176 @@ def reproduction_figure(table: pd.DataFrame, path: str | Path) -> None:
         axes[0][0].legend(fontsize=8)
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=150)
+    undated = {"CreationDate": None} if Path(path).suffix == ".pdf" else None  # the same runs, the same bytes
+    figure.savefig(path, dpi=150, metadata=undated)
     plt.close(figure)
 
 
-def collect_runs(runs_dir: str | Path, out_dir: str | Path, *, path_sources: int | None = 256,
-                 seed: int = 0) -> list[Path]:
-    """Copy every finished run's ``metrics.json`` and ``topology.json`` below ``runs_dir`` to the same place
-    below ``out_dir/runs`` (checkpoints and masks stay behind). A run whose topology the pipeline has not
-    analysed yet (its setting is unfinished) is analysed here from its ``masks.pt``, as the
-    ``analyze_topology`` rule does (``path_sources`` and ``seed`` as its ``analysis`` settings); the
-    pipeline's own folder is left as it is. Returns the copied ``metrics.json`` paths."""
+def collect_runs(runs_dirs: str | Path | Sequence[str | Path], out_dir: str | Path, *,
+                 path_sources: int | None = 256, seed: int = 0) -> list[Path]:
+    """Copy every finished run's ``metrics.json`` and ``topology.json`` below each of ``runs_dirs`` to the same
+    place below ``out_dir/runs`` (checkpoints and masks stay behind). ``out_dir/runs`` may itself be one of the
+    folders, so that new runs join the ones already collected; a run found in two folders is refused. A run
+    whose topology the pipeline has not analysed yet (its setting is unfinished) is analysed here from its
+    ``masks.pt``, as the ``analyze_topology`` rule does (``path_sources`` and ``seed`` as its ``analysis``
+    settings); the pipeline's own folder is left as it is. Returns the collected ``metrics.json`` paths."""
     import json
     import shutil
 
     from cht.analysis.metrics import run_topology
     from cht.io import write_text_atomic
 
-    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    copied = []
-    for metrics in sorted(runs_dir.rglob("metrics.json")):
-        target = out_dir / "runs" / metrics.parent.relative_to(runs_dir)
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(metrics, target / "metrics.json")
+    runs_dirs = [Path(runs_dirs)] if isinstance(runs_dirs, (str, Path)) else [Path(path) for path in runs_dirs]
+    out_dir = Path(out_dir)
+    sources: dict[Path, Path] = {}
+    for runs_dir in runs_dirs:
+        for metrics in sorted(runs_dir.rglob("metrics.json")):
+            target = out_dir / "runs" / metrics.parent.relative_to(runs_dir) / "metrics.json"
+            if target in sources:
+                raise ValueError(f"the run {metrics.parent.relative_to(runs_dir)} is in both {sources[target].parent} "
+                                 f"and {metrics.parent}; pass each run once")
+            sources[target] = metrics
+    for target, metrics in sources.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.resolve() == metrics.resolve():
+            continue  # already collected
+        shutil.copyfile(metrics, target)
         topology = metrics.parent / "topology.json"
         if topology.exists():
-            shutil.copyfile(topology, target / "topology.json")
+            shutil.copyfile(topology, target.with_name("topology.json"))
         elif (metrics.parent / "masks.pt").exists():
             values = run_topology(metrics.parent / "masks.pt", seed=seed, path_sources=path_sources)
-            write_text_atomic(target / "topology.json", json.dumps(values, indent=2))
-        copied.append(target / "metrics.json")
-    return copied
+            write_text_atomic(target.with_name("topology.json"), json.dumps(values, indent=2))
+    return sorted(sources)
 
 
-def compare_folder(runs_dir: str | Path, out_dir: str | Path, *, path_sources: int | None = 256,
-                   seed: int = 0) -> pd.DataFrame:
-    """The published comparison of whatever runs below ``runs_dir`` have finished, self-contained in ``out_dir``:
-    ``runs/`` (see :func:`collect_runs`), ``tables/`` (runs, summary, reproduction) and ``figures/``."""
+def _joined(values: pd.Series, form: str) -> str:
+    return ", ".join("–" if pd.isna(value) else form.format(value) for value in values)
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name] if name in frame else pd.Series(math.nan, frame.index)
+
+
+def run_listing(runs: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """One line per method (in the order of ``methods``) and setting: the seeds finished and, seed by seed,
+    the final test accuracy, the ANP and the train time; what a reader checks a mean ± SE against."""
+    keys = [*SETTING, "protocol"]
+    several = len(runs[keys].drop_duplicates()) > 1
+    rank = {name: position for position, name in enumerate(methods)}
+    runs = runs.assign(rank=runs["method"].map(rank).fillna(len(rank)))
+    rows = []
+    for (*setting, _, method), group in runs.groupby([*keys, "rank", "method"], sort=True):
+        group = group.sort_values("seed")
+        values = dict(zip(keys, setting))
+        label = {"setting": f"{values['dataset']} {values['model']}-dim{values['dim']} d={values['density']:g} "
+                            f"({values['protocol']})"} if several else {}
+        anp = _column(group, "final_anp").where(group["links"].notna())  # a dense run's ANP is not a finding
+        rows.append({**label, "method": method, "seeds finished": _joined(group["seed"], "{:.0f}"),
+                     "final accuracy per seed (%)": _joined(group[METRIC] * 100, "{:.2f}"),
+                     "ANP per seed": _joined(anp * 100, "{:.1f}%"),
+                     "train time per run (min)": _joined(_column(group, "train_time_s") / 60, "{:.0f}")})
+    return pd.DataFrame(rows)
+
+
+#: The share of training after which a diagnostic's best accuracy is reported beside its final one (the
+#: topology is fixed from 75% of training on in the table's sparse methods, so the two should differ little).
+LATE_FRACTION = 0.75
+
+
+def diagnostic_listing(diagnostics_dir: str | Path) -> pd.DataFrame:
+    """One line per run below ``diagnostics_dir/<diagnostic>/seed<s>/metrics.json``: runs outside the grid
+    that test one explanation of a disagreement, each named by its folder."""
+    from cht.results import read_json
+
+    rows = []
+    for path in sorted(Path(diagnostics_dir).glob("*/seed*/metrics.json")):
+        metrics = read_json(path)
+        accuracy = metrics.get("test_accuracy") or []
+        late = accuracy[int(LATE_FRACTION * len(accuracy)):]
+        anp = metrics.get("final_anp")
+        rows.append({"diagnostic": path.parent.parent.name, "method": metrics.get("method", "?"),
+                     "seed": metrics.get("seed", "?"),
+                     "final accuracy (%)": f"{100 * metrics[METRIC]:.2f}" if METRIC in metrics else "–",
+                     f"best after {LATE_FRACTION:.0%} (%)": f"{100 * max(late):.2f}" if late else "–",
+                     "ANP": "–" if anp is None else f"{100 * anp:.1f}%",
+                     "updates": len(metrics.get("evolution") or []),
+                     "train time (s)": f"{metrics['train_time_s']:.0f}" if "train_time_s" in metrics else "–"})
+    return pd.DataFrame(rows)
+
+
+def fill_readme(path: str | Path, blocks: dict[str, str]) -> list[str]:
+    """Replace the text between ``<!-- name -->`` and ``<!-- /name -->`` in ``path`` with ``blocks[name]``, for
+    each name whose markers the file holds; the rest of the file is kept. Returns the names filled."""
+    from cht.io import write_text_atomic
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    filled = readme_blocks(path, blocks)
+    for name in filled:
+        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+        head, rest = text.split(start)
+        text = f"{head}{start}\n{blocks[name].strip()}\n{end}{rest.split(end)[1]}"
+    write_text_atomic(path, text)
+    return filled
+
+
+def readme_blocks(path: str | Path, names: Iterable[str]) -> list[str]:
+    """The names of ``names`` whose block ``path`` holds; a malformed block, or none at all, is refused."""
+    path, names = Path(path), list(names)
+    text = path.read_text(encoding="utf-8")
+    found = []
+    for name in names:
+        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+        counts = (text.count(start), text.count(end))
+        if counts == (0, 0):
+            continue
+        if counts != (1, 1) or text.index(start) > text.index(end):
+            raise ValueError(f"{path}: needs one {start} followed by one {end}, found {counts[0]} and {counts[1]}")
+        found.append(name)
+    if not found:
+        markers = " or ".join(f"<!-- {name} --> … <!-- /{name} -->" for name in names)
+        raise ValueError(f"{path} holds no block to fill; add {markers} where the results belong")
+    return found
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(index=False, disable_numparse=True)
+
+
+def results_section(out_dir: str | Path, readme: str | Path) -> str:
+    """The results of a folder that :func:`compare_folder` wrote, as Markdown for ``readme``: the comparison,
+    the figure (linked relative to ``readme``), the runs seed by seed and the diagnostic runs if any."""
+    out_dir = Path(out_dir)
+    figure = Path(os.path.relpath((out_dir / "figures" / "reproduction.png").resolve(), Path(readme).resolve().parent))
+    parts = ["## Results", (out_dir / "tables" / "reproduction.md").read_text(encoding="utf-8").strip(),
+             f"![published against reproduced]({figure.as_posix()})",
+             "### Runs", (out_dir / "tables" / "runs.md").read_text(encoding="utf-8").strip()]
+    diagnostics = out_dir / "tables" / "diagnostics.md"
+    if diagnostics.exists():
+        parts += ["### Diagnostic runs (outside the grid)", diagnostics.read_text(encoding="utf-8").strip()]
+    return "\n\n".join(parts)
+
+
+#: The README blocks :func:`compare_folder` fills: the whole results section, or the comparison table alone.
+RESULTS_BLOCK, TABLE_BLOCK = "results", "reproduction-table"
+
+
+def compare_folder(runs_dirs: str | Path | Sequence[str | Path], out_dir: str | Path, *,
+                   path_sources: int | None = 256, seed: int = 0,
+                   readmes: Sequence[str | Path] = ()) -> pd.DataFrame:
+    """The published comparison of whatever runs below ``runs_dirs`` have finished, self-contained in
+    ``out_dir``: ``runs/`` (see :func:`collect_runs`), ``tables/`` (runs, summary, reproduction, the runs seed by
+    seed and the runs below ``out_dir/diagnostics``) and ``figures/``. Each of ``readmes`` gets its
+    ``results`` block (the whole section) or its ``reproduction-table`` block (the table) rewritten."""
     from cht.results import PERFORMANCE_COLUMNS, TOPOLOGY_COLUMNS, run_table, summarise, write_tables
 
     out_dir = Path(out_dir)
-    metrics = collect_runs(runs_dir, out_dir, path_sources=path_sources, seed=seed)
+    for readme in readmes:  # refuse a README without a block before anything is written
+        readme_blocks(readme, (RESULTS_BLOCK, TABLE_BLOCK))
+    metrics = collect_runs(runs_dirs, out_dir, path_sources=path_sources, seed=seed)
     if not metrics:
-        raise FileNotFoundError(f"{runs_dir}: no finished run (metrics.json) below it")
+        raise FileNotFoundError(f"{runs_dirs}: no finished run (metrics.json) below it")
     topology = [path.with_name("topology.json") for path in metrics]
     runs = run_table(metrics, topology if all(path.exists() for path in topology) else None)
     tables = out_dir / "tables"
@@ -280,8 +408,17 @@ def compare_folder(runs_dir: str | Path, out_dir: str | Path, *, path_sources: i
     for stem, columns in (("summary", PERFORMANCE_COLUMNS), ("topology", TOPOLOGY_COLUMNS)):
         present = {name: column for name, column in columns.items() if name in runs.columns}
         write_tables(summarise(runs, present, methods), present, tables / stem)
+    (tables / "runs.md").write_text(_markdown(run_listing(runs, methods)) + "\n", encoding="utf-8")
+    diagnostics = diagnostic_listing(out_dir / "diagnostics")
+    if not diagnostics.empty:
+        (tables / "diagnostics.md").write_text(_markdown(diagnostics) + "\n", encoding="utf-8")
+    else:
+        (tables / "diagnostics.md").unlink(missing_ok=True)
     table = reproduction_table(runs, published)
     write_reproduction(table, rank_agreement(table), tables / "reproduction")
     for suffix in ("png", "pdf"):
         reproduction_figure(table, out_dir / "figures" / f"reproduction.{suffix}")
+    comparison = (tables / "reproduction.md").read_text(encoding="utf-8")
+    for readme in readmes:
+        fill_readme(readme, {RESULTS_BLOCK: results_section(out_dir, readme), TABLE_BLOCK: comparison})
     return table

@@ -237,10 +237,10 @@ register_method(Method("gmp", "GMP: gradual magnitude pruning along the cubic sc
 # The paper's text says removal by relative importance helps Fashion-MNIST (weight magnitude MNIST and EMNIST);
 # the README's command removes by magnitude. The release's `--remove_method ri` (dst_scheduler.py:450-458) in
 # the same command, to run both where they disagree.
-register_method(Method("chtsp_ri", "chtsp with removal by relative importance (--remove_method ri)",
-                       removal=RelativeImportanceRemoval(), regrowth=SoftCHRegrowth("CH3-L3"), **EM_S, **CHT_TOPOLOGY))
-register_method(Method("chtsn_ri", "chtsn with removal by relative importance (--remove_method ri)",
-                       removal=RelativeImportanceRemoval(), regrowth=SoftCHRegrowth("CH2-L3n"), **EM_S, **CHT_TOPOLOGY))
+for base in ("chtsp", "chtsn"):
+    register_method(replace(get_method(base), name=f"{base}_ri",
+                            description=f"{base} with removal by relative importance (--remove_method ri)",
+                            removal=RelativeImportanceRemoval()))
 # The same command without --EM_S, to see which of its parts sets the ANP: the target density throughout, ζ 0.3
 # of the links replaced at every update until the end (T_end = the epochs without --EM_S or --adaptive_zeta,
 # run.py:195-198; the removed count is regrown, dst_scheduler.py:513-514).
