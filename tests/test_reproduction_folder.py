@@ -1,5 +1,6 @@
-"""`cht compare` on folders of finished runs: new runs join the collected ones, a run found twice is refused,
-the runs are listed seed by seed, the diagnostics beside them, and README blocks are rewritten in place."""
+"""`cht compare` on folders of finished runs: new runs join the collected ones, a run found twice with
+different results is refused, the runs are listed seed by seed, the diagnostics beside them, and README blocks
+are rewritten in place."""
 
 from __future__ import annotations
 
@@ -78,12 +79,21 @@ def test_new_runs_join_the_collected_ones_and_both_readmes_are_filled(tmp_path) 
     assert {path.name: path.read_bytes() for path in (out / "figures").iterdir()} == figures
 
 
-def test_a_run_in_two_folders_is_refused(tmp_path) -> None:
+def test_a_run_with_different_results_in_two_folders_is_refused(tmp_path) -> None:
     write_run(tmp_path / "a", "set", 0, [0.89])
     write_run(tmp_path / "b", "set", 0, [0.88])
-    with pytest.raises(ValueError, match="is in both .*pass each run once"):
+    with pytest.raises(ValueError, match="differs between .*keep one of them"):
         collect_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_collected_before_and_still_in_the_pipeline_folder_is_taken_once(tmp_path) -> None:
+    write_run(tmp_path / "pipeline", "set", 0, [0.89])
+    first = collect_runs(tmp_path / "pipeline", tmp_path / "out")
+    write_run(tmp_path / "pipeline", "set", 1, [0.88])
+    again = collect_runs([tmp_path / "out" / "runs", tmp_path / "pipeline"], tmp_path / "out")
+    assert [path.parent.name for path in first] == ["seed0"] and [path.parent.name for path in again] == [
+        "seed0", "seed1"]
 
 
 def test_a_readme_without_a_block_is_refused_before_anything_is_written(tmp_path, capsys) -> None:

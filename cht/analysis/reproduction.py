@@ -236,7 +236,8 @@ def collect_runs(runs_dirs: str | Path | Sequence[str | Path], out_dir: str | Pa
                  path_sources: int | None = 256, seed: int = 0) -> list[Path]:
     """Copy every finished run's ``metrics.json`` and ``topology.json`` below each of ``runs_dirs`` to the same
     place below ``out_dir/runs`` (checkpoints and masks stay behind). ``out_dir/runs`` may itself be one of the
-    folders, so that new runs join the ones already collected; a run found in two folders is refused. A run
+    folders, so that new runs join the ones already collected; a run found in two folders with different
+    results is refused. A run
     whose topology the pipeline has not analysed yet (its setting is unfinished) is analysed here from its
     ``masks.pt``, as the ``analyze_topology`` rule does (``path_sources`` and ``seed`` as its ``analysis``
     settings); the pipeline's own folder is left as it is. Returns the collected ``metrics.json`` paths."""
@@ -252,10 +253,10 @@ def collect_runs(runs_dirs: str | Path | Sequence[str | Path], out_dir: str | Pa
     for runs_dir in runs_dirs:
         for metrics in sorted(runs_dir.rglob("metrics.json")):
             target = out_dir / "runs" / metrics.parent.relative_to(runs_dir) / "metrics.json"
-            if target in sources:
-                raise ValueError(f"the run {metrics.parent.relative_to(runs_dir)} is in both {sources[target].parent} "
-                                 f"and {metrics.parent}; pass each run once")
-            sources[target] = metrics
+            if target in sources and sources[target].read_bytes() != metrics.read_bytes():
+                raise ValueError(f"the run {metrics.parent.relative_to(runs_dir)} differs between "
+                                 f"{sources[target].parent} and {metrics.parent}; keep one of them")
+            sources.setdefault(target, metrics)  # a run collected before and still in the pipeline's folder
     for target, metrics in sources.items():
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.resolve() == metrics.resolve():
