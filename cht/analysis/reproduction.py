@@ -169,6 +169,11 @@ def _rank_lines(ranks: pd.DataFrame) -> list[str]:
             + f" over {row.methods} methods" for row in ranks.itertuples(index=False)]
 
 
+def _markdown(frame: pd.DataFrame) -> str:
+    """A table as Markdown text, numbers as already formatted (no re-parsing of '90.10' into 90.1)."""
+    return frame.to_markdown(index=False, disable_numparse=True)
+
+
 def write_reproduction(table: pd.DataFrame, ranks: pd.DataFrame, stem: str | Path) -> list[Path]:
     """``stem.csv`` (numbers, one row per cell; rank correlations in ``stem_ranks.csv``), ``stem.md`` and
     ``stem.html`` (text with the verdict counts and τ)."""
@@ -188,7 +193,7 @@ def write_reproduction(table: pd.DataFrame, ranks: pd.DataFrame, stem: str | Pat
                "final epoch's test accuracy (%).")
     text = format_reproduction(table)
     lines = _rank_lines(ranks)
-    paths[1].write_text(summary + "\n\n" + text.to_markdown(index=False, disable_numparse=True) + "\n\n"
+    paths[1].write_text(summary + "\n\n" + _markdown(text) + "\n\n"
                         + "".join(f"- {line}\n" for line in lines))
     paths[2].write_text(f"<p>{summary}</p>\n" + text.to_html(index=False, border=0, justify="left").replace("**", "")
                         + "<ul>" + "".join(f"<li>{line}</li>" for line in lines) + "</ul>\n")
@@ -237,10 +242,10 @@ def collect_runs(runs_dirs: str | Path | Sequence[str | Path], out_dir: str | Pa
     """Copy every finished run's ``metrics.json`` and ``topology.json`` below each of ``runs_dirs`` to the same
     place below ``out_dir/runs`` (checkpoints and masks stay behind). ``out_dir/runs`` may itself be one of the
     folders, so that new runs join the ones already collected; a run found in two folders with different
-    results is refused. A run
-    whose topology the pipeline has not analysed yet (its setting is unfinished) is analysed here from its
-    ``masks.pt``, as the ``analyze_topology`` rule does (``path_sources`` and ``seed`` as its ``analysis``
-    settings); the pipeline's own folder is left as it is. Returns the collected ``metrics.json`` paths."""
+    results is refused. A run whose topology the pipeline has not analysed yet (its setting is unfinished) is
+    analysed here from its ``masks.pt``, as the ``analyze_topology`` rule does (``path_sources`` and ``seed`` as
+    its ``analysis`` settings); the pipeline's own folder is left as it is. Returns the collected
+    ``metrics.json`` paths."""
     import json
     import shutil
 
@@ -333,7 +338,7 @@ def fill_readme(path: str | Path, blocks: dict[str, str]) -> list[str]:
 
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    filled = readme_blocks(path, blocks)
+    filled = _blocks_in(text, path, blocks)
     for name in filled:
         start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
         head, rest = text.split(start)
@@ -344,8 +349,11 @@ def fill_readme(path: str | Path, blocks: dict[str, str]) -> list[str]:
 
 def readme_blocks(path: str | Path, names: Iterable[str]) -> list[str]:
     """The names of ``names`` whose block ``path`` holds; a malformed block, or none at all, is refused."""
-    path, names = Path(path), list(names)
-    text = path.read_text(encoding="utf-8")
+    return _blocks_in(Path(path).read_text(encoding="utf-8"), path, names)
+
+
+def _blocks_in(text: str, path: str | Path, names: Iterable[str]) -> list[str]:
+    names = list(names)
     found = []
     for name in names:
         start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
@@ -359,10 +367,6 @@ def readme_blocks(path: str | Path, names: Iterable[str]) -> list[str]:
         markers = " or ".join(f"<!-- {name} --> … <!-- /{name} -->" for name in names)
         raise ValueError(f"{path} holds no block to fill; add {markers} where the results belong")
     return found
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, disable_numparse=True)
 
 
 def results_section(out_dir: str | Path, readme: str | Path) -> str:
